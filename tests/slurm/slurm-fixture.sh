@@ -80,7 +80,7 @@ SlurmdLogFile=$state_dir/log/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
 # Keep it simple on cgroup v1/hybrid hosts and in containers: no cgroup plugins at all.
-ProctrackType=proctrack/linuxproc
+ProctrackType=${OSHPC_SLURM_PROCTRACK:-proctrack/linuxproc}
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
