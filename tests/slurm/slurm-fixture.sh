@@ -127,8 +127,9 @@ ensure_test_user() {
 }
 
 cmd_start() {
+  # Running means both daemons alive and the controller answering; the node may be busy.
   if pid_alive "$state_dir/run/slurmctld.pid" && pid_alive "$state_dir/run/slurmd.pid" \
-      && node_idle; then
+      && sinfo -h >/dev/null 2>&1; then
     note "already running"
     return 0
   fi
@@ -172,7 +173,8 @@ cmd_stop() {
   fi
   stop_pidfile "$state_dir/run/slurmd.pid"
   stop_pidfile "$state_dir/run/slurmctld.pid"
-  # slurmstepd outlives slurmd; end any left over from our spool dir.
+  # slurmstepd outlives slurmd. start refuses a host with a real slurm.conf, so every
+  # slurmstepd here belongs to the fixture's cluster.
   local pid
   for pid in $(pgrep -x slurmstepd 2>/dev/null || true); do
     kill -KILL "$pid" 2>/dev/null || true
