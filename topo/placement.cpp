@@ -11,7 +11,8 @@ namespace oshpc::topo {
 namespace {
 
 std::string plural(std::int64_t count, const std::string& noun) {
-  return std::to_string(count) + " " + noun + (count == 1 ? "" : "s");
+  const bool is_sibilant = noun.ends_with('x') || noun.ends_with('s');
+  return std::to_string(count) + " " + noun + (count == 1 ? "" : is_sibilant ? "es" : "s");
 }
 
 void check_request(const SlotRequest& request) {
@@ -270,7 +271,7 @@ std::string NodePlan::summary(std::int64_t sandboxes) const {
   text += ":";
   for (const auto& package : packages) {
     const std::int64_t in_use = used_in[package.package];
-    text += " package " + std::to_string(package.package) + " " + std::to_string(in_use) +
+    text += " package " + std::to_string(package.package) + ": " + std::to_string(in_use) +
             " used, " + std::to_string(package.slots - in_use) + " left (bound by " +
             package.bound_by + ");";
   }
