@@ -1,6 +1,7 @@
 #include "topo/placement.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <map>
 #include <sstream>
 
@@ -9,6 +10,12 @@
 
 namespace oshpc::topo {
 namespace {
+
+void append_number(std::string& out, std::int64_t value) {
+  char digits[24];
+  const auto result = std::to_chars(digits, digits + sizeof digits, value);
+  out.append(digits, result.ptr);
+}
 
 std::string plural(std::int64_t count, const std::string& noun) {
   const bool is_sibilant = noun.ends_with('x') || noun.ends_with('s');
@@ -281,22 +288,38 @@ std::string NodePlan::summary(std::int64_t sandboxes) const {
 
 std::string plan_line_json(std::int64_t index, const std::string& node, int rank,
                            const Slot& slot) {
-  std::string out = "{\"index\":" + std::to_string(index) + ",\"node\":";
+  std::string out;
+  append_plan_line_json(out, index, node, rank, slot);
+  return out;
+}
+
+void append_plan_line_json(std::string& out, std::int64_t index, std::string_view node,
+                           int rank, const Slot& slot) {
+  out += "{\"index\":";
+  append_number(out, index);
+  out += ",\"node\":";
   json_text::append_string(out, node);
-  out += ",\"rank\":" + std::to_string(rank) + ",\"package\":" + std::to_string(slot.package) +
-         ",\"numa\":" + std::to_string(slot.numa) + ",\"cpus\":\"" +
-         format_cpu_list(slot.cpus) + "\",\"gpus\":[";
+  out += ",\"rank\":";
+  append_number(out, rank);
+  out += ",\"package\":";
+  append_number(out, slot.package);
+  out += ",\"numa\":";
+  append_number(out, slot.numa);
+  out += ",\"cpus\":\"";
+  out += format_cpu_list(slot.cpus);
+  out += "\",\"gpus\":[";
   for (std::size_t i = 0; i < slot.gpus.size(); ++i) {
     const Gpu& gpu = slot.gpus[i];
     if (i > 0) out += ',';
-    out += "{\"index\":" + std::to_string(gpu.index) + ",\"uuid\":";
+    out += "{\"index\":";
+    append_number(out, gpu.index);
+    out += ",\"uuid\":";
     json_text::append_string(out, gpu.uuid);
     out += ",\"pci\":";
     json_text::append_string(out, gpu.pci);
     out += '}';
   }
   out += "]}";
-  return out;
 }
 
 }  // namespace oshpc::topo

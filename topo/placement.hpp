@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "topo/error.hpp"
@@ -70,5 +71,10 @@ NodePlan plan_node(const Topology& topology, const SlotRequest& request);
 //  "gpus":[{"index":0,"uuid":"GPU-…","pci":"0000:34:00.0"}]}. Never fails.
 std::string plan_line_json(std::int64_t index, const std::string& node, int rank,
                            const Slot& slot);
+
+// Appends plan_line_json(...) to out, reusing out's buffer (a million-line --plan). Never
+// fails.
+void append_plan_line_json(std::string& out, std::int64_t index, std::string_view node,
+                           int rank, const Slot& slot);
 
 }  // namespace oshpc::topo
