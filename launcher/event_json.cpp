@@ -1,0 +1,103 @@
+#include "launcher/event_json.hpp"
+
+#include <cmath>
+#include <cstdio>
+
+#include "common/clock.hpp"
+#include "common/json_text.hpp"
+#include "node-agent/sandbox_spec.hpp"
+
+namespace oshpc::launcher {
+namespace {
+
+using node_agent::EventType;
+using node_agent::SandboxEvent;
+
+void key(std::string& out, const char* name) {
+  out += ",\"";
+  out += name;
+  out += "\":";
+}
+
+void field(std::string& out, const char* name, std::int64_t value) {
+  key(out, name);
+  out += std::to_string(value);
+}
+
+void field(std::string& out, const char* name, std::string_view value) {
+  key(out, name);
+  json_text::append_string(out, value);
+}
+
+// Milliseconds with microsecond precision, e.g. 12.345.
+void field_ms(std::string& out, const char* name, std::int64_t us) {
+  key(out, name);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(us) / 1000.0);
+  out += buf;
+}
+
+void field_seconds(std::string& out, const char* name, double seconds) {
+  key(out, name);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", std::isfinite(seconds) ? seconds : 0.0);
+  out += buf;
+}
+
+void append_identity(std::string& out, const SandboxEvent& e, const EventContext& context) {
+  if (e.index >= 0) {
+    field(out, "sandbox", node_agent::sandbox_id(context.job_tag, e.index));
+    field(out, "index", e.index);
+  }
+  const auto rank = static_cast<std::size_t>(e.rank);
+  field(out, "node", rank < context.node_of_rank.size() ? context.node_of_rank[rank] : "");
+  field(out, "rank", e.rank);
+}
+
+void append_details(std::string& out, const SandboxEvent& e) {
+  switch (e.type) {
+    case EventType::kImageStaged:
+      field(out, "method", e.method);
+      field_seconds(out, "seconds", e.seconds);
+      break;
+    case EventType::kStarted:
+      field(out, "pid", e.pid);
+      field_ms(out, "start_latency_ms", e.start_latency_us);
+      if (!e.cpus.empty()) field(out, "cpus", e.cpus);
+      break;
+    case EventType::kExited:
+      if (e.signal != 0) {
+        field(out, "signal", e.signal);
+      } else {
+        field(out, "exit_code", e.exit_code);
+      }
+      field_ms(out, "duration_ms", e.duration_us);
+      field_ms(out, "cpu_user_ms", e.cpu_user_us);
+      field_ms(out, "cpu_system_ms", e.cpu_system_us);
+      field(out, "max_rss_kib", e.max_rss_kib);
+      break;
+    case EventType::kFailed:
+      field(out, "reason", node_agent::failure_reason_name(e.reason));
+      field(out, "message", e.message);
+      field_ms(out, "duration_ms", e.duration_us);
+      break;
+    case EventType::kNodeFailed:
+      field(out, "message", e.message);
+      break;
+  }
+}
+
+}  // namespace
+
+void append_event_json(std::string& out, const SandboxEvent& event, const EventContext& context) {
+  out += "{\"ts\":\"";
+  clock::append_rfc3339(out, event.wall_us);
+  out += "\",\"event\":\"";
+  out += node_agent::event_type_name(event.type);
+  out += '"';
+  append_identity(out, event, context);
+  append_details(out, event);
+  out += "}\n";
+}
+
+}  // namespace oshpc::launcher

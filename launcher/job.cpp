@@ -1,0 +1,176 @@
+#include "launcher/job.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+
+#include "common/clock.hpp"
+#include "common/log.hpp"
+#include "common/sys.hpp"
+#include "launcher/coordinator.hpp"
+#include "launcher/node_setup.hpp"
+#include "launcher/worker.hpp"
+
+namespace oshpc::launcher {
+namespace {
+
+auto logger() { return log::get("launcher"); }
+
+std::string make_job_tag(const Options& options) {
+  if (!options.job_name.empty()) return options.job_name;
+  std::random_device random;
+  char suffix[16];
+  std::snprintf(suffix, sizeof suffix, "%06x", random() & 0xffffff);
+  // With Slurm the job id makes the tag recognisable; the suffix keeps two steps apart.
+  if (const char* job = std::getenv("SLURM_JOB_ID"); job && *job) {
+    std::string tag = std::string("slurm") + job;
+    if (const char* step = std::getenv("SLURM_ARRAY_TASK_ID"); step && *step) {
+      tag += std::string("_") + step;
+    }
+    return tag + "-" + suffix;
+  }
+  return std::string("job-") + suffix;
+}
+
+// What rank 0 checked before anything started, shared with every rank.
+struct JobAgreement {
+  ExitCode status = ExitCode::kOk;
+  std::string job_tag;
+  std::string output_dir;
+  std::string events_path;
+};
+
+JobAgreement agree_on_job(const Options& options, const MpiSession& mpi,
+                          std::optional<EventLog>& event_log) {
+  JobAgreement agreement;
+  int status = 0;
+  if (mpi.rank() == 0) {
+    try {
+      rootfs_cache::inspect_image(options.image);
+      agreement.job_tag = make_job_tag(options);
+      agreement.output_dir =
+          options.output_dir.empty() ? "oshpc-" + agreement.job_tag : options.output_dir;
+      sys::make_directories(agreement.output_dir, 0755);
+      agreement.events_path = options.events_path.empty()
+                                  ? agreement.output_dir + "/events.jsonl"
+                                  : options.events_path;
+      event_log.emplace(agreement.events_path, EventContext{agreement.job_tag, mpi.node_of_rank()},
+                        options.count);
+    } catch (const rootfs_cache::ImageError& e) {
+      logger()->error("{}", e.what());
+      status = to_int(ExitCode::kBadInput);
+    } catch (const std::exception& e) {
+      logger()->error("{}", e.what());
+      status = to_int(ExitCode::kBadInput);
+    }
+  }
+  MPI_Bcast(&status, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  agreement.status = static_cast<ExitCode>(status);
+  if (status != 0) return agreement;
+  agreement.job_tag = broadcast_string(agreement.job_tag, 0, MPI_COMM_WORLD);
+  agreement.output_dir = broadcast_string(agreement.output_dir, 0, MPI_COMM_WORLD);
+  return agreement;
+}
+
+node_agent::RunnerConfig runner_config(const Options& options, const MpiSession& mpi,
+                                       const JobAgreement& job, NodeSetup& setup,
+                                       const std::string& exec_helper) {
+  node_agent::RunnerConfig config;
+  config.profile.rootfs = setup.rootfs;
+  config.profile.exec_helper = exec_helper;
+  config.profile.identity = options.identity;
+  config.profile.binds = options.binds;
+  config.profile.environment = options.environment;
+  config.profile.command = options.command;
+  config.layout = setup.layout;
+  config.job_tag = job.job_tag;
+  config.node = mpi.node_name();
+  config.rank = mpi.rank();
+  config.count = options.count;
+  config.workspace_root = setup.workspace_root;
+  config.output_dir = job.output_dir;
+  config.timeout_us = static_cast<std::int64_t>(options.timeout_seconds * 1e6);
+  config.slot_cpus = setup.slot_cpus;
+  config.keep_workspaces = options.keep_workspaces;
+  return config;
+}
+
+// oshpc-exec lives next to oshpc-fanout (build tree and install tree alike).
+std::string find_exec_helper() {
+  char self[4096] = {};
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  std::string dir = n > 0 ? std::string(self, static_cast<std::size_t>(n)) : "";
+  dir = dir.substr(0, dir.rfind('/'));
+  for (const std::string& candidate : {dir + "/oshpc-exec", dir + "/../libexec/oshpc/oshpc-exec"}) {
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  throw std::runtime_error("cannot find oshpc-exec next to " + dir +
+                           "/oshpc-fanout (is the installation complete?)");
+}
+
+// Waits until every rank of the node is done with the staged image, so the leader does not
+// unmount it under running sandboxes. Gives up on a stop signal, or after `limit_us` if set.
+void wait_for_node_peers(const MpiSession& mpi, SignalChannel& signals, std::int64_t limit_us) {
+  MPI_Request request;
+  MPI_Ibarrier(mpi.node_comm(), &request);
+  std::int64_t deadline = limit_us > 0 ? clock::mono_us() + limit_us : 0;
+  int done = 0;
+  while (!done) {
+    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (done) break;
+    if (signals.drain().stop_signal != 0) break;
+    if (deadline && clock::mono_us() > deadline) break;
+    ::usleep(1000);
+  }
+  // An unfinished barrier is left behind on purpose: the job is ending anyway.
+}
+
+}  // namespace
+
+ExitCode run_job(const Options& options, MpiSession& mpi, SignalChannel& signals) {
+  std::optional<EventLog> event_log;
+  JobAgreement job = agree_on_job(options, mpi, event_log);
+  if (job.status != ExitCode::kOk) return job.status;
+
+  std::string exec_helper;
+  try {
+    exec_helper = find_exec_helper();
+  } catch (const std::exception& e) {
+    logger()->error("{}", e.what());
+  }
+
+  NodeSetup setup = set_up_node(options, mpi, job.job_tag);
+  if (setup.failure.empty() && exec_helper.empty()) setup.failure = "oshpc-exec is missing";
+  if (!setup.failure.empty()) {
+    logger()->error("node {} cannot run sandboxes: {}", mpi.node_name(), setup.failure);
+  }
+  sys::make_directories(job.output_dir, 0755);
+
+  std::unique_ptr<node_agent::SandboxRunner> runner;
+  RankOutcome outcome;
+  auto body = [&](node_agent::SandboxRunner::EventSink sink) {
+    if (setup.failure.empty()) {
+      runner = std::make_unique<node_agent::SandboxRunner>(
+          runner_config(options, mpi, job, setup, exec_helper), std::move(sink));
+    }
+  };
+
+  if (mpi.rank() == 0) {
+    Coordinator coordinator(options, mpi, signals, *event_log);
+    body([&](node_agent::SandboxEvent&& e) { coordinator.record(e); });
+    outcome = coordinator.run(runner.get(), setup);
+  } else {
+    Worker worker(mpi, signals);
+    body([&](node_agent::SandboxEvent&& e) { worker.record(e); });
+    outcome = worker.run(runner.get(), setup);
+  }
+  runner.reset();
+
+  wait_for_node_peers(mpi, signals, outcome.cancelled ? 1'000'000 : 0);
+  tear_down_node(setup, mpi);
+  return mpi.rank() == 0 ? outcome.exit_code : ExitCode::kOk;
+}
+
+}  // namespace oshpc::launcher

@@ -1,0 +1,242 @@
+#include "launcher/options.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cxxopts.hpp>
+
+#include "node-agent/root_layout.hpp"
+
+namespace oshpc::launcher {
+namespace {
+
+constexpr const char* kUsage =
+    "mpirun [MPI OPTIONS] oshpc-fanout [OPTIONS] -- COMMAND [ARG...]";
+
+cxxopts::Options make_parser() {
+  cxxopts::Options parser("oshpc-fanout", "Run many sandboxes over the nodes of an allocation.");
+  parser.custom_help("[OPTIONS]");
+  parser.positional_help("-- COMMAND [ARG...]");
+  // clang-format off
+  parser.add_options()
+    ("image", "squashfs file or root directory of the sandboxes", cxxopts::value<std::string>())
+    ("n,count", "number of sandboxes", cxxopts::value<std::int64_t>())
+    ("cpus-per-sandbox", "CPUs per sandbox", cxxopts::value<int>()->default_value("1"))
+    ("slots", "sandboxes running at once per rank (default: CPUs / cpus-per-sandbox)",
+     cxxopts::value<int>())
+    ("timeout", "seconds a sandbox may run before it is killed (0: no limit)",
+     cxxopts::value<double>()->default_value("0"))
+    ("env", "KEY=VALUE set in every sandbox (repeatable; placeholders expanded)",
+     cxxopts::value<std::vector<std::string>>())
+    ("bind", "SRC:DST[:ro|rw] bind a host path into every sandbox (repeatable)",
+     cxxopts::value<std::vector<std::string>>())
+    ("events", "JSON Lines event file written by rank 0 ('-': stdout)",
+     cxxopts::value<std::string>())
+    ("output-dir", "per-sandbox stdout and stderr go to DIR/<sandbox-id>/",
+     cxxopts::value<std::string>())
+    ("cache-dir", "node-local directory for staged images and workspaces",
+     cxxopts::value<std::string>())
+    ("stage-method", "auto, mount (squashfuse) or extract (unsquashfs)",
+     cxxopts::value<std::string>()->default_value("auto"))
+    ("identity", "root (uid 0 inside) or self (keep your uid)",
+     cxxopts::value<std::string>()->default_value("root"))
+    ("job-name", "job tag used in sandbox ids (default: the Slurm job id or a random tag)",
+     cxxopts::value<std::string>())
+    ("keep-workspaces", "keep each sandbox's /sandbox directory after it ends")
+    ("plan", "print the plan and create nothing")
+    ("check", "probe this host's support (user namespaces, FUSE, tools) and exit")
+    ("v,verbose", "more output (-vv for debug)")
+    ("q,quiet", "errors only, no progress")
+    ("h,help", "show this help")
+    ("version", "show the version");
+  // clang-format on
+  return parser;
+}
+
+template <typename T>
+T get(const cxxopts::ParseResult& result, const char* name) {
+  return result[name].as<T>();
+}
+
+bool is_safe_job_name(const std::string& name) {
+  return !name.empty() && name.size() <= 64 &&
+         std::all_of(name.begin(), name.end(), [](char c) {
+           return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+         }) &&
+         name[0] != '.';
+}
+
+void require_positive(const char* option, std::int64_t value) {
+  if (value <= 0) {
+    throw UsageError("--" + std::string(option) + " must be at least 1 (got " +
+                     std::to_string(value) + ")");
+  }
+}
+
+void fill_run_options(const cxxopts::ParseResult& result, Options& options) {
+  if (!result.count("image")) throw UsageError("--image is required (a squashfs file or a directory)");
+  options.image = get<std::string>(result, "image");
+  if (!result.count("count")) throw UsageError("--count is required");
+  options.count = get<std::int64_t>(result, "count");
+  require_positive("count", options.count);
+  options.cpus_per_sandbox = get<int>(result, "cpus-per-sandbox");
+  require_positive("cpus-per-sandbox", options.cpus_per_sandbox);
+  if (result.count("slots")) {
+    options.slots_per_rank = get<int>(result, "slots");
+    require_positive("slots", *options.slots_per_rank);
+  }
+  options.timeout_seconds = get<double>(result, "timeout");
+  if (!(options.timeout_seconds >= 0)) throw UsageError("--timeout must be 0 or more seconds");
+
+  if (result.count("env")) {
+    for (const auto& text : get<std::vector<std::string>>(result, "env")) {
+      options.environment.push_back(parse_env_assignment(text));
+    }
+  }
+  if (result.count("bind")) {
+    for (const auto& text : get<std::vector<std::string>>(result, "bind")) {
+      options.binds.push_back(parse_bind(text));
+    }
+  }
+  if (result.count("events")) options.events_path = get<std::string>(result, "events");
+  if (result.count("output-dir")) options.output_dir = get<std::string>(result, "output-dir");
+  if (result.count("cache-dir")) options.cache_dir = get<std::string>(result, "cache-dir");
+
+  auto method = rootfs_cache::parse_stage_method(get<std::string>(result, "stage-method"));
+  if (!method) {
+    throw UsageError("--stage-method must be auto, mount or extract (got '" +
+                     get<std::string>(result, "stage-method") + "')");
+  }
+  options.stage_method = *method;
+
+  std::string identity = get<std::string>(result, "identity");
+  if (identity == "root") {
+    options.identity = node_agent::IdentityMode::kRoot;
+  } else if (identity == "self") {
+    options.identity = node_agent::IdentityMode::kSelf;
+  } else {
+    throw UsageError("--identity must be root or self (got '" + identity + "')");
+  }
+
+  if (result.count("job-name")) {
+    options.job_name = get<std::string>(result, "job-name");
+    if (!is_safe_job_name(options.job_name)) {
+      throw UsageError("--job-name must be 1-64 letters, digits, '-', '_' or '.' (got '" +
+                       options.job_name + "')");
+    }
+  }
+  options.keep_workspaces = result.count("keep-workspaces") > 0;
+}
+
+}  // namespace
+
+std::pair<std::string, std::string> parse_env_assignment(const std::string& text) {
+  auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw UsageError("--env expects KEY=VALUE (got '" + text + "')");
+  }
+  std::string key = text.substr(0, eq);
+  bool valid = std::all_of(key.begin(), key.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+  }) && !std::isdigit(static_cast<unsigned char>(key[0]));
+  if (!valid) throw UsageError("--env: '" + key + "' is not a valid variable name");
+  return {key, text.substr(eq + 1)};
+}
+
+node_agent::BindMount parse_bind(const std::string& text) {
+  node_agent::BindMount bind;
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  for (;;) {
+    auto colon = text.find(':', start);
+    parts.push_back(text.substr(start, colon - start));
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  if (parts.size() == 3) {
+    if (parts[2] != "ro" && parts[2] != "rw") {
+      throw UsageError("--bind " + text + ": the mode must be ro or rw (got '" + parts[2] + "')");
+    }
+    bind.writable = parts[2] == "rw";
+  } else if (parts.size() != 2) {
+    throw UsageError("--bind expects SRC:DST[:ro|rw] (got '" + text + "')");
+  }
+  bind.source = parts[0];
+  bind.destination = parts[1];
+  if (bind.source.empty() || bind.source[0] != '/' || bind.destination.empty() ||
+      bind.destination[0] != '/') {
+    throw UsageError("--bind " + text + ": SRC and DST must be absolute paths");
+  }
+  while (bind.destination.size() > 1 && bind.destination.back() == '/') bind.destination.pop_back();
+  const auto& reserved = node_agent::reserved_sandbox_paths();
+  bool clashes = bind.destination == "/" ||
+                 std::any_of(reserved.begin(), reserved.end(), [&](const std::string& path) {
+                   return bind.destination == path ||
+                          (path != "/tmp" && path != "/run" && path != "/sandbox" &&
+                           bind.destination.rfind(path + "/", 0) == 0);
+                 });
+  if (clashes) {
+    throw UsageError("--bind " + text + ": " + bind.destination +
+                     " is managed by oshpc (/, /proc, /dev, /tmp, /run, /sandbox, /.oshpc)");
+  }
+  struct stat st {};
+  if (::stat(bind.source.c_str(), &st) != 0) {
+    throw UsageError("--bind " + text + ": " + bind.source + " does not exist");
+  }
+  return bind;
+}
+
+std::string help_text() {
+  return std::string("usage: ") + kUsage + "\n\n" + make_parser().help() +
+         "\nPlaceholders {index} {id} {node} {rank} {count} are expanded in COMMAND and --env.\n"
+         "Exit codes: 0 all sandboxes exited 0; 1 some failed; 2 usage error; 3 bad input;\n"
+         "4 infrastructure failure; 5 cancelled. See docs/guide.md.\n";
+}
+
+Options parse_options(int argc, const char* const argv[]) {
+  // Everything after the first "--" is the sandbox command, never our options.
+  int split = argc;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--") {
+      split = i;
+      break;
+    }
+  }
+  Options options;
+  for (int i = split + 1; i < argc; ++i) options.command.emplace_back(argv[i]);
+
+  auto parser = make_parser();
+  cxxopts::ParseResult result;
+  try {
+    result = parser.parse(split, argv);
+  } catch (const cxxopts::exceptions::exception& e) {
+    throw UsageError(e.what());
+  }
+  if (!result.unmatched().empty()) {
+    throw UsageError("unexpected argument '" + result.unmatched().front() +
+                     "' (put the sandbox command after --)");
+  }
+
+  options.verbosity = static_cast<int>(result.count("verbose"));
+  if (result.count("quiet")) {
+    if (options.verbosity > 0) throw UsageError("--quiet and --verbose contradict each other");
+    options.verbosity = -1;
+  }
+  if (result.count("help")) return options.action = Action::kHelp, options;
+  if (result.count("version")) return options.action = Action::kVersion, options;
+  if (result.count("check")) return options.action = Action::kCheck, options;
+
+  try {
+    fill_run_options(result, options);
+  } catch (const cxxopts::exceptions::exception& e) {
+    throw UsageError(e.what());
+  }
+  if (options.command.empty()) {
+    throw UsageError("no COMMAND given: put the sandbox command after -- (" +
+                     std::string(kUsage) + ")");
+  }
+  if (result.count("plan")) options.action = Action::kPlan;
+  return options;
+}
+
+}  // namespace oshpc::launcher

@@ -1,0 +1,57 @@
+// oshpc-fanout's command line -> an immutable Options value. Everything a user can get wrong
+// on the command line is rejected here, on every rank alike, before anything is created.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "node-agent/sandbox_spec.hpp"
+#include "rootfs-cache/staging.hpp"
+
+namespace oshpc::launcher {
+
+// A bad command line. what() is one line naming the option and the problem.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class Action { kRun, kPlan, kHelp, kVersion, kCheck };
+
+struct Options {
+  Action action = Action::kRun;
+  std::string image;
+  std::int64_t count = 0;
+  int cpus_per_sandbox = 1;
+  std::optional<int> slots_per_rank;   // overrides the CPU-derived slot count
+  double timeout_seconds = 0;          // 0: none
+  node_agent::EnvironmentList environment;
+  std::vector<node_agent::BindMount> binds;
+  std::string events_path;             // "" -> <output-dir>/events.jsonl; "-" -> stdout
+  std::string output_dir;              // "" -> ./oshpc-<job>
+  std::string cache_dir;               // "" -> rootfs_cache::default_cache_dir()
+  rootfs_cache::StageMethod stage_method = rootfs_cache::StageMethod::kAuto;
+  node_agent::IdentityMode identity = node_agent::IdentityMode::kRoot;
+  std::string job_name;                // "" -> generated on rank 0
+  bool keep_workspaces = false;
+  int verbosity = 0;                   // -q: -1, -v: 1, -vv: 2
+  std::vector<std::string> command;
+};
+
+// Parses argv (argv[0] is the program). Throws UsageError. Does not touch the file system
+// beyond what the options name (bind sources are checked to exist).
+Options parse_options(int argc, const char* const argv[]);
+
+// The --help text.
+std::string help_text();
+
+// Parses "KEY=VALUE"; throws UsageError naming the option.
+std::pair<std::string, std::string> parse_env_assignment(const std::string& text);
+
+// Parses "SRC:DST[:ro|rw]"; throws UsageError naming the option. Read-only by default.
+node_agent::BindMount parse_bind(const std::string& text);
+
+}  // namespace oshpc::launcher

@@ -1,0 +1,44 @@
+#include "launcher/rank_loop.hpp"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "common/clock.hpp"
+
+namespace oshpc::launcher {
+
+SignalsSeen step_runner(node_agent::SandboxRunner* runner, SignalChannel& signals,
+                        int timeout_ms) {
+  std::vector<pollfd> fds = {{signals.fd(), POLLIN, 0}};
+  if (runner) {
+    runner->append_poll_fds(fds);
+    std::int64_t next_deadline_us = runner->enforce_timeouts();
+    if (next_deadline_us >= 0) {
+      timeout_ms = static_cast<int>(std::min<std::int64_t>(timeout_ms, next_deadline_us / 1000 + 1));
+    }
+  }
+  ::poll(fds.data(), fds.size(), timeout_ms);
+
+  SignalsSeen seen = signals.drain();
+  if (runner) {
+    runner->handle_readable(fds, 1);
+    if (seen.child_exited) runner->reap();
+    runner->enforce_timeouts();
+    runner->start_ready();
+  }
+  return seen;
+}
+
+node_agent::SandboxEvent node_failed_event(int rank, const std::string& node,
+                                           const std::string& why) {
+  node_agent::SandboxEvent event;
+  event.type = node_agent::EventType::kNodeFailed;
+  event.wall_us = clock::wall_us();
+  event.rank = rank;
+  event.message = node + ": " + why;
+  return event;
+}
+
+}  // namespace oshpc::launcher

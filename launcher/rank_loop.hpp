@@ -1,0 +1,24 @@
+// The part of the event loop every rank shares: wait for a signal, a sandbox report or a
+// timeout, then let the runner react.
+#pragma once
+
+#include "common/exit_codes.hpp"
+#include "launcher/signals.hpp"
+#include "node-agent/sandbox_runner.hpp"
+
+namespace oshpc::launcher {
+
+struct RankOutcome {
+  ExitCode exit_code = ExitCode::kOk;
+  bool cancelled = false;
+};
+
+// Waits up to timeout_ms, reaps, reads reports, enforces timeouts and starts queued work.
+// `runner` may be null (a node that could not stage). Never throws.
+SignalsSeen step_runner(node_agent::SandboxRunner* runner, SignalChannel& signals, int timeout_ms);
+
+// A node_failed event for this rank.
+node_agent::SandboxEvent node_failed_event(int rank, const std::string& node,
+                                           const std::string& why);
+
+}  // namespace oshpc::launcher

@@ -1,0 +1,22 @@
+// Messages between ranks. Work flows from rank 0 in grants of index ranges; events flow to
+// rank 0 in batches. Every message is small except event batches.
+#pragma once
+
+#include <cstdint>
+
+namespace oshpc::launcher {
+
+enum MessageTag : int {
+  kTagWorkRequest = 101,  // rank -> 0: std::int64_t sandboxes wanted
+  kTagWorkGrant = 102,    // 0 -> rank: WorkGrant; count 0 means no more work will come
+  kTagEvents = 103,       // rank -> 0: an encoded event batch (launcher/event_codec.hpp)
+  kTagRankDone = 104,     // rank -> 0: std::int64_t 1 if it stopped early (cancelled), else 0
+  kTagCancel = 105,       // 0 -> rank: std::int64_t signal number; stop everything now
+};
+
+struct WorkGrant {
+  std::int64_t first = 0;
+  std::int64_t count = 0;
+};
+
+}  // namespace oshpc::launcher

@@ -1,0 +1,45 @@
+// A rank other than 0: asks rank 0 for work when its slots run low, runs it, and sends its
+// events to rank 0 in batches.
+#pragma once
+
+#include <list>
+#include <string>
+
+#include "launcher/event_codec.hpp"
+#include "launcher/mpi_session.hpp"
+#include "launcher/node_setup.hpp"
+#include "launcher/rank_loop.hpp"
+
+namespace oshpc::launcher {
+
+class Worker {
+ public:
+  Worker(const MpiSession& mpi, SignalChannel& signals);
+  ~Worker();
+
+  // Adds an event to the next batch. Never throws.
+  void record(const node_agent::SandboxEvent& event);
+  // Runs until rank 0 has no more work and everything here finished, or until cancelled.
+  RankOutcome run(node_agent::SandboxRunner* runner, const NodeSetup& setup);
+
+ private:
+  void flush_events(bool force);
+  void send_done(bool cancelled);
+  void request_work(const node_agent::SandboxRunner& runner);
+  // Handles messages from rank 0; returns a signal number when told to stop.
+  int receive_messages(node_agent::SandboxRunner& runner);
+
+  const MpiSession& mpi_;
+  SignalChannel& signals_;
+  std::string batch_;
+  std::int64_t batch_opened_us_ = 0;
+  struct InFlight {
+    MPI_Request request;
+    std::string data;
+  };
+  std::list<InFlight> in_flight_;
+  bool request_outstanding_ = false;
+  bool no_more_work_ = false;
+};
+
+}  // namespace oshpc::launcher

@@ -1,0 +1,33 @@
+// Sandbox spec -> bubblewrap argv. Pure: no system calls, unit-tested without privileges.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "node-agent/root_layout.hpp"
+#include "node-agent/sandbox_spec.hpp"
+
+namespace oshpc::node_agent {
+
+// Replaces {index}, {id}, {node}, {rank} and {count} in text; other braces are left alone
+// (shell snippets and Python literals often contain them). Never fails.
+std::string expand_placeholders(std::string_view text, const SandboxInstance& instance);
+
+// The environment a sandbox starts with: a fixed base, the OSHPC_* identity variables, then the
+// user's variables (placeholders expanded), later entries overriding earlier ones.
+EnvironmentList sandbox_environment(const SandboxProfile& profile,
+                                    const SandboxInstance& instance);
+
+// File descriptors the spawned bubblewrap inherits, by number in the spawning process.
+struct InheritedFds {
+  int exec_report = -1;  // write end of the pipe oshpc-exec reports on
+};
+
+// The full argv: bwrap, its options, then oshpc-exec and the expanded command.
+// `uid`/`gid` are the caller's ids (used when the identity mode keeps them). Never fails.
+std::vector<std::string> build_bwrap_argv(const SandboxProfile& profile, const RootLayout& layout,
+                                          const SandboxInstance& instance,
+                                          const InheritedFds& fds, unsigned uid, unsigned gid);
+
+}  // namespace oshpc::node_agent

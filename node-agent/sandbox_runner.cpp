@@ -1,0 +1,363 @@
+#include "node-agent/sandbox_runner.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+
+#include "common/clock.hpp"
+#include "common/log.hpp"
+#include "common/sys.hpp"
+#include "node-agent/bwrap_argv.hpp"
+#include "node-agent/process.hpp"
+
+namespace oshpc::node_agent {
+
+// What oshpc-exec told us about one sandbox (see oshpc_exec.c for the line format).
+struct ExecReport {
+  std::int64_t started_mono_us = -1;
+  int exec_errno = 0;
+  std::string exec_command;
+  bool has_status = false;
+  int wait_status = 0;
+  std::int64_t user_us = 0;
+  std::int64_t system_us = 0;
+  std::int64_t max_rss_kib = 0;
+};
+
+struct SandboxRunner::Running {
+  SandboxInstance instance;
+  int slot = -1;
+  ChildProcess process;
+  sys::UniqueFd report_fd;
+  std::string report_buffer;
+  ExecReport report;
+  std::int64_t spawn_mono_us = 0;
+  std::int64_t deadline_mono_us = 0;  // 0: none
+  bool timed_out = false;
+  bool cancelled = false;
+  std::string stderr_path;
+};
+
+namespace {
+
+auto logger() { return log::get("node-agent"); }
+
+void parse_report_line(const std::string& line, ExecReport& report) {
+  std::istringstream in(line);
+  char kind = 0;
+  in >> kind;
+  switch (kind) {
+    case 'S': in >> report.started_mono_us; break;
+    case 'E':
+      in >> report.exec_errno;
+      in.ignore(1);
+      std::getline(in, report.exec_command);
+      break;
+    case 'X':
+      in >> report.wait_status >> report.user_us >> report.system_us >> report.max_rss_kib;
+      report.has_status = !in.fail();
+      break;
+    default: break;  // a future line kind: ignore rather than fail the sandbox
+  }
+}
+
+// The last non-empty line of a (bubblewrap) stderr file: why a sandbox could not be built.
+std::string last_line_of(const std::string& path) {
+  sys::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.is_open()) return "";
+  off_t size = ::lseek(fd.get(), 0, SEEK_END);
+  off_t from = size > 512 ? size - 512 : 0;
+  char buf[513] = {};
+  ssize_t n = ::pread(fd.get(), buf, 512, from);
+  if (n <= 0) return "";
+  std::string text(buf, static_cast<std::size_t>(n));
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  auto pos = text.rfind('\n');
+  return pos == std::string::npos ? text : text.substr(pos + 1);
+}
+
+std::string cpu_list_text(const std::vector<int>& cpus) {
+  std::string out;
+  for (std::size_t i = 0; i < cpus.size(); ++i) {
+    std::size_t j = i;
+    while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
+    if (!out.empty()) out += ',';
+    out += std::to_string(cpus[i]);
+    if (j > i) out += "-" + std::to_string(cpus[j]);
+    i = j;
+  }
+  return out;
+}
+
+}  // namespace
+
+SandboxRunner::SandboxRunner(RunnerConfig config, EventSink sink)
+    : config_(std::move(config)), sink_(std::move(sink)) {
+  if (config_.slot_cpus.empty()) throw std::invalid_argument("a sandbox runner needs slots");
+  // Slot 0 is handed out first: pop_back takes from the end.
+  for (int slot = slot_count() - 1; slot >= 0; --slot) free_slots_.push_back(slot);
+}
+
+// Running sandboxes are killed and reaped by their ChildProcess destructors; no events then,
+// since the sink may already be gone.
+SandboxRunner::~SandboxRunner() = default;
+
+void SandboxRunner::enqueue(std::int64_t first_index, std::int64_t count) {
+  if (count > 0) queue_.push_back({first_index, count});
+}
+
+std::size_t SandboxRunner::queued() const {
+  std::size_t total = 0;
+  for (const auto& range : queue_) total += static_cast<std::size_t>(range.count);
+  return total;
+}
+
+std::int64_t SandboxRunner::pop_index() {
+  IndexRange& range = queue_.front();
+  std::int64_t index = range.first++;
+  if (--range.count == 0) queue_.pop_front();
+  return index;
+}
+
+void SandboxRunner::start_ready() {
+  while (!free_slots_.empty() && !queue_.empty()) {
+    int slot = free_slots_.back();
+    free_slots_.pop_back();
+    start_one(pop_index(), slot);
+  }
+}
+
+void SandboxRunner::start_one(std::int64_t index, int slot) {
+  auto sandbox = std::make_unique<Running>();
+  sandbox->slot = slot;
+  sandbox->spawn_mono_us = clock::mono_us();
+  SandboxInstance& instance = sandbox->instance;
+  instance.id = sandbox_id(config_.job_tag, index);
+  instance.index = index;
+  instance.count = config_.count;
+  instance.node = config_.node;
+  instance.rank = config_.rank;
+  instance.workspace = config_.workspace_root + "/" + instance.id;
+  instance.cpus = config_.slot_cpus[static_cast<std::size_t>(slot)];
+
+  try {
+    sys::make_directories(instance.workspace, 0700);
+    sys::UniqueFd out_fd, err_fd;
+    if (!config_.output_dir.empty()) {
+      std::string dir = config_.output_dir + "/" + instance.id;
+      sys::make_directories(dir, 0755);
+      out_fd = sys::open_file(dir + "/stdout", O_WRONLY | O_CREAT | O_TRUNC);
+      sandbox->stderr_path = dir + "/stderr";
+      err_fd = sys::open_file(sandbox->stderr_path, O_WRONLY | O_CREAT | O_TRUNC);
+    } else {
+      out_fd = sys::open_file("/dev/null", O_WRONLY);
+      err_fd = sys::open_file("/dev/null", O_WRONLY);
+    }
+    sys::Pipe report = sys::make_pipe();
+    sys::set_nonblocking(report.read_end.get(), true);
+
+    InheritedFds fds{report.write_end.get()};
+    auto argv = build_bwrap_argv(config_.profile, config_.layout, instance, fds, ::getuid(),
+                                 ::getgid());
+    SpawnOptions options;
+    options.stdout_fd = out_fd.get();
+    options.stderr_fd = err_fd.get();
+    options.inherit_fds = {report.write_end.get()};
+    if (config_.profile.seccomp_fd) options.inherit_fds.push_back(*config_.profile.seccomp_fd);
+    options.cpus = instance.cpus;
+    sandbox->process = spawn_process(argv, options);
+    sandbox->report_fd = std::move(report.read_end);
+  } catch (const std::exception& e) {
+    free_slots_.push_back(slot);
+    sys::remove_tree(instance.workspace);
+    fail_unstarted(index, FailureReason::kSpawnFailed, e.what());
+    return;
+  }
+
+  if (config_.timeout_us > 0) sandbox->deadline_mono_us = sandbox->spawn_mono_us + config_.timeout_us;
+  pid_t pid = sandbox->process.pid();
+  running_.emplace(pid, std::move(sandbox));
+}
+
+void SandboxRunner::append_poll_fds(std::vector<pollfd>& fds) const {
+  for (const auto& [pid, sandbox] : running_) {
+    if (sandbox->report_fd.is_open()) fds.push_back({sandbox->report_fd.get(), POLLIN, 0});
+  }
+}
+
+void SandboxRunner::handle_readable(const std::vector<pollfd>& fds, std::size_t first) {
+  // Only a few fds are ready at a time; look each one up by descriptor.
+  for (std::size_t i = first; i < fds.size(); ++i) {
+    if (fds[i].revents == 0) continue;
+    for (auto& [pid, sandbox] : running_) {
+      if (sandbox->report_fd.get() == fds[i].fd) {
+        read_reports(*sandbox);
+        break;
+      }
+    }
+  }
+}
+
+void SandboxRunner::read_reports(Running& sandbox) {
+  char buf[512];
+  for (;;) {
+    ssize_t n = ::read(sandbox.report_fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return;  // EAGAIN: nothing more for now
+    if (n == 0) {
+      sandbox.report_fd.reset();  // every writer is gone
+      return;
+    }
+    sandbox.report_buffer.append(buf, static_cast<std::size_t>(n));
+    std::size_t newline;
+    while ((newline = sandbox.report_buffer.find('\n')) != std::string::npos) {
+      bool was_started = sandbox.report.started_mono_us >= 0;
+      parse_report_line(sandbox.report_buffer.substr(0, newline), sandbox.report);
+      sandbox.report_buffer.erase(0, newline + 1);
+      if (!was_started && sandbox.report.started_mono_us >= 0) {
+        sink_(make_event(EventType::kStarted, sandbox));
+      }
+    }
+  }
+}
+
+void SandboxRunner::reap() {
+  std::vector<std::pair<pid_t, int>> finished;
+  for (const auto& [pid, sandbox] : running_) {
+    int status = 0;
+    pid_t got;
+    do {
+      got = ::waitpid(pid, &status, WNOHANG);
+    } while (got < 0 && errno == EINTR);
+    if (got == pid) finished.emplace_back(pid, status);
+  }
+  for (auto [pid, status] : finished) finish(pid, status);
+}
+
+void SandboxRunner::finish(pid_t pid, int wait_status) {
+  auto node = running_.extract(pid);
+  Running& sandbox = *node.mapped();
+  sandbox.process.mark_reaped();
+  if (sandbox.report_fd.is_open()) read_reports(sandbox);
+
+  sink_(terminal_event(sandbox, wait_status));
+  if (!config_.keep_workspaces && !sys::remove_tree(sandbox.instance.workspace)) {
+    logger()->warn("cannot remove workspace {} completely", sandbox.instance.workspace);
+  }
+  free_slots_.push_back(sandbox.slot);
+}
+
+SandboxEvent SandboxRunner::make_event(EventType type, const Running& sandbox) const {
+  SandboxEvent event;
+  event.type = type;
+  event.wall_us = clock::wall_us();
+  event.index = sandbox.instance.index;
+  event.rank = config_.rank;
+  event.pid = sandbox.process.pid();
+  if (type == EventType::kStarted) {
+    event.start_latency_us = sandbox.report.started_mono_us - sandbox.spawn_mono_us;
+    event.cpus = cpu_list_text(sandbox.instance.cpus);
+  }
+  return event;
+}
+
+SandboxEvent SandboxRunner::terminal_event(Running& sandbox, int wait_status) const {
+  const ExecReport& report = sandbox.report;
+  std::int64_t now = clock::mono_us();
+  std::int64_t began = report.started_mono_us >= 0 ? report.started_mono_us : sandbox.spawn_mono_us;
+
+  SandboxEvent event = make_event(EventType::kFailed, sandbox);
+  event.pid = 0;
+  event.duration_us = now - began;
+  if (report.has_status) {
+    // The command ended on its own, even if a cancel or timeout raced with it.
+    event.type = EventType::kExited;
+    event.cpu_user_us = report.user_us;
+    event.cpu_system_us = report.system_us;
+    event.max_rss_kib = report.max_rss_kib;
+    if (WIFSIGNALED(report.wait_status)) {
+      event.signal = WTERMSIG(report.wait_status);
+    } else {
+      event.exit_code = WEXITSTATUS(report.wait_status);
+    }
+  } else if (sandbox.cancelled) {
+    event.reason = FailureReason::kCancelled;
+    event.message = "the job was stopped before the sandbox finished";
+  } else if (sandbox.timed_out) {
+    event.reason = FailureReason::kTimeout;
+    event.message = "killed after the --timeout of " + std::to_string(config_.timeout_us / 1000000) + " s";
+  } else if (report.exec_errno != 0) {
+    event.reason = report.exec_errno == ENOENT ? FailureReason::kCommandNotFound
+                                                : FailureReason::kExecFailed;
+    event.message = "cannot run " + report.exec_command + " in the image: " +
+                    std::strerror(report.exec_errno);
+  } else if (report.started_mono_us >= 0) {
+    // The command started but its reporter did not outlive it: the sandbox itself was killed.
+    event.type = EventType::kExited;
+    if (WIFSIGNALED(wait_status)) {
+      event.signal = WTERMSIG(wait_status);
+    } else {
+      event.exit_code = WEXITSTATUS(wait_status);
+    }
+  } else {
+    event.reason = FailureReason::kSpawnFailed;
+    std::string why = sandbox.stderr_path.empty() ? "" : last_line_of(sandbox.stderr_path);
+    event.message = why.empty() ? "bubblewrap could not build the sandbox" : why;
+  }
+  return event;
+}
+
+void SandboxRunner::fail_unstarted(std::int64_t index, FailureReason reason,
+                                   std::string message) {
+  SandboxEvent event;
+  event.type = EventType::kFailed;
+  event.wall_us = clock::wall_us();
+  event.index = index;
+  event.rank = config_.rank;
+  event.reason = reason;
+  event.message = std::move(message);
+  sink_(std::move(event));
+}
+
+std::int64_t SandboxRunner::enforce_timeouts() {
+  if (config_.timeout_us <= 0) return -1;
+  std::int64_t now = clock::mono_us();
+  std::int64_t next = -1;
+  for (auto& [pid, sandbox] : running_) {
+    if (sandbox->timed_out) continue;
+    if (now >= sandbox->deadline_mono_us) {
+      // Killing bubblewrap kills the whole sandbox: --die-with-parent and the pid namespace.
+      sandbox->timed_out = sandbox->process.signal(SIGKILL);
+      continue;
+    }
+    std::int64_t left = sandbox->deadline_mono_us - now;
+    if (next < 0 || left < next) next = left;
+  }
+  return next;
+}
+
+void SandboxRunner::cancel_all() {
+  for (auto& [pid, sandbox] : running_) {
+    sandbox->cancelled = true;
+    sandbox->process.signal(SIGKILL);
+  }
+  while (!running_.empty()) {
+    pid_t pid = running_.begin()->first;
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    finish(pid, status);
+  }
+  while (!queue_.empty()) {
+    fail_unstarted(pop_index(), FailureReason::kCancelled,
+                   "the job was stopped before the sandbox started");
+  }
+}
+
+}  // namespace oshpc::node_agent

@@ -1,0 +1,94 @@
+// Runs this rank's sandboxes: a queue of indices, a fixed number of slots, one bubblewrap per
+// running sandbox. Driven by the launcher's event loop (no threads): it starts work in free
+// slots, reads each sandbox's oshpc-exec reports, reaps on SIGCHLD, enforces timeouts and
+// cancels. Every sandbox it is given produces exactly one terminal event through the sink.
+#pragma once
+
+#include <poll.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "node-agent/root_layout.hpp"
+#include "node-agent/sandbox_event.hpp"
+#include "node-agent/sandbox_spec.hpp"
+
+namespace oshpc::node_agent {
+
+struct RunnerConfig {
+  SandboxProfile profile;
+  RootLayout layout;
+  std::string job_tag;
+  std::string node;
+  int rank = 0;
+  std::int64_t count = 0;            // sandboxes in the whole job
+  std::string workspace_root;        // node-local; one sub-directory per sandbox
+  std::string output_dir;            // per sandbox <dir>/<id>/stdout, stderr; "" for none
+  std::int64_t timeout_us = 0;       // per sandbox; 0 for none
+  std::vector<std::vector<int>> slot_cpus;  // one entry per slot; an empty list means unpinned
+  bool keep_workspaces = false;
+};
+
+class SandboxRunner {
+ public:
+  using EventSink = std::function<void(SandboxEvent&&)>;
+
+  // Throws std::invalid_argument when the config has no slots.
+  SandboxRunner(RunnerConfig config, EventSink sink);
+  ~SandboxRunner();
+  SandboxRunner(const SandboxRunner&) = delete;
+  SandboxRunner& operator=(const SandboxRunner&) = delete;
+
+  void enqueue(std::int64_t first_index, std::int64_t count);
+  int slot_count() const { return static_cast<int>(config_.slot_cpus.size()); }
+  int running() const { return static_cast<int>(running_.size()); }
+  std::size_t queued() const;
+  bool is_idle() const { return running_.empty() && queued() == 0; }
+
+  // Starts queued sandboxes while slots are free. A sandbox that cannot be started gets its
+  // terminal event at once; the runner goes on with the next. Never throws.
+  void start_ready();
+
+  // The descriptors to poll for reports, and the handler for what poll found.
+  void append_poll_fds(std::vector<pollfd>& fds) const;
+  void handle_readable(const std::vector<pollfd>& fds, std::size_t first);
+
+  // Reaps finished sandboxes (call on SIGCHLD). Never throws.
+  void reap();
+
+  // Kills sandboxes past their deadline; returns microseconds until the next deadline
+  // (-1 when none). Never throws.
+  std::int64_t enforce_timeouts();
+
+  // Stops everything: running sandboxes are killed and reaped, queued ones dropped; each gets
+  // a terminal event with reason `cancelled`. Never throws.
+  void cancel_all();
+
+ private:
+  struct Running;
+  struct IndexRange {
+    std::int64_t first;
+    std::int64_t count;
+  };
+
+  std::int64_t pop_index();
+  void start_one(std::int64_t index, int slot);
+  void read_reports(Running& sandbox);
+  void finish(pid_t pid, int wait_status);
+  SandboxEvent make_event(EventType type, const Running& sandbox) const;
+  SandboxEvent terminal_event(Running& sandbox, int wait_status) const;
+  void fail_unstarted(std::int64_t index, FailureReason reason, std::string message);
+
+  RunnerConfig config_;
+  EventSink sink_;
+  std::deque<IndexRange> queue_;
+  std::vector<int> free_slots_;
+  std::unordered_map<pid_t, std::unique_ptr<Running>> running_;
+};
+
+}  // namespace oshpc::node_agent

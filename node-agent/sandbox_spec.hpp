@@ -1,0 +1,60 @@
+// What one sandbox is, before anything is created: the immutable input to argv building and
+// spawning. Built by the launcher's plan; never modified by the node agent.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace oshpc::node_agent {
+
+struct BindMount {
+  std::string source;       // host path
+  std::string destination;  // absolute path inside the sandbox
+  bool writable = false;
+};
+
+// How the sandbox's user appears inside: uid 0 (default) or the caller's own uid.
+enum class IdentityMode { kRoot, kSelf };
+
+using EnvironmentList = std::vector<std::pair<std::string, std::string>>;
+
+// The profile every sandbox shares within one job (same image, same options).
+struct SandboxProfile {
+  std::string rootfs;             // host directory holding the staged image root
+  std::string exec_helper;        // host path of the static oshpc-exec program
+  std::string bwrap = "bwrap";    // bubblewrap executable
+  IdentityMode identity = IdentityMode::kRoot;
+  std::vector<BindMount> binds;   // user binds, after validation
+  EnvironmentList environment;    // user environment (placeholders not yet expanded)
+  std::vector<std::string> command;  // COMMAND [ARG...] (placeholders not yet expanded)
+  std::optional<int> seccomp_fd;  // BPF program for --seccomp, when enabled
+};
+
+// One sandbox instance: who it is and where its files go.
+struct SandboxInstance {
+  std::string id;         // job-unique, safe as a file name
+  std::int64_t index = 0; // 0..count-1
+  std::int64_t count = 0;
+  std::string node;
+  int rank = 0;
+  std::string workspace;  // host directory bound writable at /sandbox
+  std::vector<int> cpus;  // host CPUs it may run on (empty: inherit)
+};
+
+// Where a sandbox sees itself and its tools.
+inline constexpr const char* kWorkspaceDir = "/sandbox";
+inline constexpr const char* kExecHelperPath = "/.oshpc/exec";
+
+}  // namespace oshpc::node_agent
+
+namespace oshpc::node_agent {
+
+// The id of sandbox `index` in job `job_tag`: "<job_tag>-<index>". Safe as a file name.
+inline std::string sandbox_id(const std::string& job_tag, std::int64_t index) {
+  return job_tag + "-" + std::to_string(index);
+}
+
+}  // namespace oshpc::node_agent
