@@ -23,7 +23,7 @@ WORK_ROOT = pathlib.Path("/var/tmp/oshpc-proxy-tests")
 
 def _build_dir():
     for candidate in (os.environ.get("OSHPC_BUILD_DIR"), REPO / "build-proxy", REPO / "build"):
-        if candidate and (pathlib.Path(candidate) / "bin" / "oshpc-seccomp-export").exists():
+        if candidate and (pathlib.Path(candidate) / "bin" / "oshpc-proxy-harness").exists():
             return pathlib.Path(candidate)
     return None
 
@@ -32,7 +32,7 @@ def _build_dir():
 def bin_dir():
     build = _build_dir()
     if build is None:
-        pytest.skip("no build tree with bin/oshpc-seccomp-export (set OSHPC_BUILD_DIR)")
+        pytest.skip("no build tree with bin/oshpc-proxy-harness (set OSHPC_BUILD_DIR)")
     return build / "bin"
 
 
@@ -93,3 +93,147 @@ def sandbox_argv(rootfs, extra=(), command=()):
             "--disable-userns", "--die-with-parent", "--new-session",
             "--ro-bind", str(rootfs), "/", "--proc", "/proc", "--dev", "/dev",
             "--tmpfs", "/tmp", "--tmpfs", "/run", *extra, *command]
+
+
+# ---- servers and the proxy harness ----
+
+import http.server
+import json
+import resource
+import selectors
+import socket
+import threading
+import time
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"hello from the host\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def http_port():
+    """A plain HTTP server on the host's loopback."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+class EchoServer:
+    """Echoes every connection; on the client's half-close, flushes and half-closes too."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop:
+            for key, _ in self.selector.select(0.1):
+                if key.fileobj is self.listener:
+                    try:
+                        conn, _ = self.listener.accept()
+                    except BlockingIOError:
+                        continue
+                    conn.setblocking(True)
+                    self.selector.register(conn, selectors.EVENT_READ)
+                    continue
+                conn = key.fileobj
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    data = None
+                if data:
+                    conn.sendall(data)
+                    continue
+                self.selector.unregister(conn)
+                try:
+                    conn.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                conn.close()
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        self.listener.close()
+
+
+@pytest.fixture(scope="session")
+def echo_server():
+    server = EchoServer()
+    yield server
+    server.close()
+
+
+def raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+
+
+def write_policy(work_dir, name, text):
+    path = work_dir / name
+    path.write_text(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+class Harness:
+    """oshpc-proxy-harness serving host listeners; events are JSON lines in a file."""
+
+    def __init__(self, bin_dir, work_dir, policy, listeners=1, extra=()):
+        raise_fd_limit()
+        self.events_path = work_dir / f"events-{os.getpid()}-{time.monotonic_ns()}.jsonl"
+        self.process = subprocess.Popen(
+            [str(bin_dir / "oshpc-proxy-harness"), "--policy", str(policy),
+             "--tcp-listeners", str(listeners), "--events", str(self.events_path), *extra],
+            stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.events_path.exists() and self.events_path.read_text().endswith("\n"):
+                break
+            assert self.process.poll() is None, self.process.stderr.read()
+            time.sleep(0.02)
+        self.ports = json.loads(self.events_path.read_text().splitlines()[0])["ports"]
+
+    def events(self, count=0, timeout=10):
+        """Decision events so far, waiting until there are at least count of them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.events_path.read_text().splitlines()[1:]
+            if len(lines) >= count or time.monotonic() > deadline:
+                return [json.loads(line) for line in lines]
+            time.sleep(0.05)
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def close(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def open_tunnel(port, target, timeout=10):
+    """A socket through the proxy on port, CONNECTed to target; returns (socket, status line)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return sock, head.split(b"\r\n", 1)[0].decode()
