@@ -60,9 +60,8 @@ std::vector<int> parse_cpu_list(std::string_view text) {
   std::size_t start = 0;
   while (start <= list.size()) {
     const auto comma = list.find(',', start);
-    const std::string_view part =
-        list.substr(start, comma == std::string_view::npos ? std::string_view::npos
-                                                           : comma - start);
+    const std::string_view part = list.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
     const auto dash = part.find('-');
     if (dash == std::string_view::npos) {
       cpus.push_back(parse_cpu(text, part));

@@ -14,8 +14,7 @@ std::string base_name(const std::string& path) {
   return std::filesystem::path(path).filename().string();
 }
 
-void add_bind(std::vector<std::string>& args, const std::string& source,
-              const std::string& name) {
+void add_bind(std::vector<std::string>& args, const std::string& source, const std::string& name) {
   args.insert(args.end(), {"--dev-bind-try", source, "/dev/" + name});
 }
 

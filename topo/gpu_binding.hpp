@@ -11,8 +11,8 @@
 namespace oshpc::topo {
 
 // The driver nodes every CUDA process opens besides its GPUs' own /dev/nvidiaN.
-inline constexpr const char* kNvidiaControlNodes[] = {"nvidiactl", "nvidia-uvm",
-                                                      "nvidia-uvm-tools", "nvidia-modeset"};
+inline constexpr const char* kNvidiaControlNodes[] = {"nvidiactl", "nvidia-uvm", "nvidia-uvm-tools",
+                                                      "nvidia-modeset"};
 
 // bubblewrap arguments, to follow `--dev /dev`: "--dev-bind-try SRC /dev/NAME" for each of the
 // slot's GPU nodes and each control node that exists under dev_root (SRC is dev_root/NAME).

@@ -23,8 +23,8 @@ std::int64_t JobPlan::waves() const {
 
 Assignment JobPlan::at(std::int64_t index) const {
   if (index < 0 || index >= sandboxes_) {
-    throw PlacementError("sandbox index " + std::to_string(index) +
-                         " is outside the job of " + std::to_string(sandboxes_) + " sandboxes");
+    throw PlacementError("sandbox index " + std::to_string(index) + " is outside the job of " +
+                         std::to_string(sandboxes_) + " sandboxes");
   }
   // The first extra_ nodes hold base_ + 1 sandboxes each, the rest base_.
   const std::int64_t big_block = (base_ + 1) * extra_;

@@ -11,8 +11,8 @@ namespace oshpc::topo {
 
 struct NvidiaProcInfo {
   std::string model;
-  std::string uuid;   // "" when the file has no "GPU UUID" line
-  int minor = -1;     // -1 when the file has no readable "Device Minor" line
+  std::string uuid;  // "" when the file has no "GPU UUID" line
+  int minor = -1;    // -1 when the file has no readable "Device Minor" line
 };
 
 // Parses the text of an information file; unknown lines are ignored. Never fails.

@@ -50,10 +50,9 @@ std::vector<const PackageInfo*> chosen_packages(const Topology& topology,
     }
   }
   if (chosen.empty()) {
-    throw PlacementError("cannot place on package " +
-                         std::to_string(request.only_package.value_or(-1)) + ": " +
-                         topology.source() + " has allowed PUs on packages " +
-                         (known.empty() ? "none" : known));
+    throw PlacementError(
+        "cannot place on package " + std::to_string(request.only_package.value_or(-1)) + ": " +
+        topology.source() + " has allowed PUs on packages " + (known.empty() ? "none" : known));
   }
   return chosen;
 }
@@ -72,8 +71,8 @@ std::string per_package(const std::vector<const PackageInfo*>& packages, CountOf
   std::string text;
   for (const auto* package : packages) {
     if (!text.empty()) text += ", ";
-    text += "package " + std::to_string(package->os_index) + ": " +
-            std::to_string(count_of(*package));
+    text +=
+        "package " + std::to_string(package->os_index) + ": " + std::to_string(count_of(*package));
   }
   return text;
 }
@@ -83,25 +82,23 @@ void check_gpus(const Topology& topology, const SlotRequest& request,
   const int wanted = request.gpus_per_sandbox;
   if (wanted == 0) return;
   if (topology.gpus().empty()) {
-    throw PlacementError(
-        "cannot place " + plural(wanted, "GPU") + " per sandbox: hwloc found no NVIDIA GPU in " +
-        topology.source() +
-        " (searched NVIDIA PCI devices with hwloc OS devices of type GPU or CoProc from the "
-        "NVML, CUDA and OpenCL backends, I/O discovery enabled, and the driver's "
-        "/proc/driver/nvidia/gpus on this machine; is the NVIDIA driver loaded?)");
+    throw PlacementError("cannot place " + plural(wanted, "GPU") +
+                         " per sandbox: no NVIDIA GPU found in " + topology.source() +
+                         " (searched " + topology.gpu_search() + "; is the NVIDIA driver loaded?)");
   }
   int most = 0;
   for (const auto* package : packages) {
     most = std::max(most, static_cast<int>(gpus_of_package(topology, package->os_index).size()));
   }
   if (wanted > most) {
-    throw PlacementError(
-        "cannot place " + plural(wanted, "GPU") + " per sandbox: the most GPUs attached to one " +
-        "package is " + std::to_string(most) + " (" +
-        per_package(packages, [&](const PackageInfo& p) {
-          return gpus_of_package(topology, p.os_index).size();
-        }) +
-        ")");
+    throw PlacementError("cannot place " + plural(wanted, "GPU") +
+                         " per sandbox: the most GPUs attached to one " + "package is " +
+                         std::to_string(most) + " (" +
+                         per_package(packages,
+                                     [&](const PackageInfo& p) {
+                                       return gpus_of_package(topology, p.os_index).size();
+                                     }) +
+                         ")");
   }
 }
 
@@ -138,8 +135,7 @@ void check_memory(const Topology& topology, const SlotRequest& request,
 
 // Groups of PUs, each the CPUs of one slot, in the package's logical order: whole cores when
 // the package has enough of them, else single PUs (a machine with fewer cores than asked).
-std::vector<std::vector<int>> cpu_groups(const PackageInfo& package, int per_slot,
-                                         bool& by_cores) {
+std::vector<std::vector<int>> cpu_groups(const PackageInfo& package, int per_slot, bool& by_cores) {
   by_cores = static_cast<int>(package.cores.size()) >= per_slot;
   std::vector<std::vector<int>> units;
   if (by_cores) {
@@ -168,9 +164,8 @@ std::vector<Slot> plan_package(const Topology& topology, const SlotRequest& requ
   bool by_cores = true;
   const auto groups = cpu_groups(package, request.cpus_per_sandbox, by_cores);
   const std::vector<Gpu> gpus = gpus_of_package(topology, package.os_index);
-  const std::size_t gpu_bound = request.gpus_per_sandbox == 0
-                                    ? groups.size()
-                                    : gpus.size() / request.gpus_per_sandbox;
+  const std::size_t gpu_bound =
+      request.gpus_per_sandbox == 0 ? groups.size() : gpus.size() / request.gpus_per_sandbox;
   capacity = PackageCapacity{.package = package.os_index,
                              .cores = static_cast<int>(package.cores.size()),
                              .pus = package.pu_count,
@@ -196,9 +191,9 @@ std::vector<Slot> plan_package(const Topology& topology, const SlotRequest& requ
 
     Slot slot{.package = package.os_index, .numa = numa, .cpus = cpus, .gpus = {}};
     const std::size_t first_gpu = slots.size() * request.gpus_per_sandbox;
-    slot.gpus.assign(gpus.begin() + static_cast<std::ptrdiff_t>(first_gpu),
-                     gpus.begin() + static_cast<std::ptrdiff_t>(first_gpu +
-                                                                request.gpus_per_sandbox));
+    slot.gpus.assign(
+        gpus.begin() + static_cast<std::ptrdiff_t>(first_gpu),
+        gpus.begin() + static_cast<std::ptrdiff_t>(first_gpu + request.gpus_per_sandbox));
     slots.push_back(std::move(slot));
   }
   capacity.slots = static_cast<int>(slots.size());
@@ -206,8 +201,7 @@ std::vector<Slot> plan_package(const Topology& topology, const SlotRequest& requ
 }
 
 // Orders the per-package slot lists by policy and numbers them.
-std::vector<Slot> order_slots(std::vector<std::vector<Slot>> per_package,
-                              PlacementPolicy policy) {
+std::vector<Slot> order_slots(std::vector<std::vector<Slot>> per_package, PlacementPolicy policy) {
   std::vector<Slot> slots;
   if (policy == PlacementPolicy::kPack) {
     for (auto& package : per_package) {
@@ -230,10 +224,9 @@ std::string capacity_text(const std::vector<PackageCapacity>& packages) {
   std::string text;
   for (const auto& package : packages) {
     if (!text.empty()) text += ", ";
-    text += "package " + std::to_string(package.package) + ": " +
-            std::to_string(package.slots) + " (" + std::to_string(package.cores) + " cores, " +
-            std::to_string(package.pus) + " PUs, " + std::to_string(package.gpus) +
-            " GPUs; bound by " + package.bound_by + ")";
+    text += "package " + std::to_string(package.package) + ": " + std::to_string(package.slots) +
+            " (" + std::to_string(package.cores) + " cores, " + std::to_string(package.pus) +
+            " PUs, " + std::to_string(package.gpus) + " GPUs; bound by " + package.bound_by + ")";
   }
   return text;
 }
@@ -256,9 +249,8 @@ NodePlan plan_node(const Topology& topology, const SlotRequest& request) {
   plan.slots = order_slots(std::move(per_package), request.policy);
 
   if (plan.slots.empty()) {
-    throw PlacementError("cannot place any sandbox of " +
-                         plural(request.cpus_per_sandbox, "CPU") + ", " +
-                         plural(request.gpus_per_sandbox, "GPU") + " and " +
+    throw PlacementError("cannot place any sandbox of " + plural(request.cpus_per_sandbox, "CPU") +
+                         ", " + plural(request.gpus_per_sandbox, "GPU") + " and " +
                          std::to_string(request.mem_per_sandbox) + " bytes on " +
                          topology.source() + ": 0 slots (" + capacity_text(plan.packages) + ")");
   }
@@ -293,8 +285,8 @@ std::string plan_line_json(std::int64_t index, const std::string& node, int rank
   return out;
 }
 
-void append_plan_line_json(std::string& out, std::int64_t index, std::string_view node,
-                           int rank, const Slot& slot) {
+void append_plan_line_json(std::string& out, std::int64_t index, std::string_view node, int rank,
+                           const Slot& slot) {
   out += "{\"index\":";
   append_number(out, index);
   out += ",\"node\":";

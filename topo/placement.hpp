@@ -52,8 +52,8 @@ struct PackageCapacity {
 };
 
 struct NodePlan {
-  std::vector<Slot> slots;                 // in placement order; slots[i].id == i
-  std::vector<PackageCapacity> packages;   // the packages placed on, in hwloc order
+  std::vector<Slot> slots;                // in placement order; slots[i].id == i
+  std::vector<PackageCapacity> packages;  // the packages placed on, in hwloc order
 
   // One line: slots used and left per package when `sandboxes` run here at once (sandbox i
   // takes slot i % slots.size(); more sandboxes than slots run in waves). Never fails.
@@ -69,12 +69,11 @@ NodePlan plan_node(const Topology& topology, const SlotRequest& request);
 // One JSON object (no newline) for --plan output:
 // {"index":7,"node":"n1","rank":1,"package":0,"numa":0,"cpus":"0-3,8",
 //  "gpus":[{"index":0,"uuid":"GPU-…","pci":"0000:34:00.0"}]}. Never fails.
-std::string plan_line_json(std::int64_t index, const std::string& node, int rank,
-                           const Slot& slot);
+std::string plan_line_json(std::int64_t index, const std::string& node, int rank, const Slot& slot);
 
 // Appends plan_line_json(...) to out, reusing out's buffer (a million-line --plan). Never
 // fails.
-void append_plan_line_json(std::string& out, std::int64_t index, std::string_view node,
-                           int rank, const Slot& slot);
+void append_plan_line_json(std::string& out, std::int64_t index, std::string_view node, int rank,
+                           const Slot& slot);
 
 }  // namespace oshpc::topo

@@ -42,7 +42,9 @@ struct TopologyGuard {
   hwloc_topology_t release() { return std::exchange(topology, nullptr); }
 };
 
-std::string errno_text(int error) { return std::strerror(error); }
+std::string errno_text(int error) {
+  return std::strerror(error);
+}
 
 // Sets up what both loaders share. I/O discovery is off by default in hwloc 2, and the XML
 // reader applies the same filters, so without this call no PCI or OS device (no GPU) would
@@ -56,10 +58,20 @@ void init_topology(TopologyGuard& guard, const std::string& what) {
   hwloc_topology_set_flags(guard.topology, HWLOC_TOPOLOGY_FLAG_INCLUDE_DISALLOWED);
 }
 
+// Leaves out discovery components a launcher should not pay for on every rank. hwloc's Linux
+// backend reads PCI devices from sysfs by itself; the "pci" component (libpciaccess) only adds
+// names, and leaks memory each load. "opencl" initialises every GPU driver through the OpenCL
+// ICDs, which is slow and creates contexts; "gl" connects to X displays. NVIDIA GPUs are
+// found through the driver's /proc entries instead.
+void skip_costly_components(TopologyGuard& guard) {
+  for (const char* name : {"pci", "opencl", "gl"}) {
+    hwloc_topology_set_components(guard.topology, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST, name);
+  }
+}
+
 void load_or_throw(TopologyGuard& guard, const std::string& what) {
   if (hwloc_topology_load(guard.topology) != 0) {
-    throw PlacementError("cannot load the hwloc topology of " + what + ": " +
-                         errno_text(errno));
+    throw PlacementError("cannot load the hwloc topology of " + what + ": " + errno_text(errno));
   }
 }
 
@@ -88,7 +100,9 @@ std::string info_or_empty(hwloc_obj_t obj, const char* key) {
   return value ? value : "";
 }
 
-bool is_package(hwloc_obj_t obj) { return obj && obj->type == HWLOC_OBJ_PACKAGE; }
+bool is_package(hwloc_obj_t obj) {
+  return obj && obj->type == HWLOC_OBJ_PACKAGE;
+}
 
 // The package a PCI device is local to: the package above its first non-I/O ancestor. An
 // ancestor above the packages (a device attached to the whole machine) has no single local
@@ -96,14 +110,14 @@ bool is_package(hwloc_obj_t obj) { return obj && obj->type == HWLOC_OBJ_PACKAGE;
 int package_of_io(hwloc_topology_t topology, hwloc_obj_t io) {
   hwloc_obj_t anchor = hwloc_get_non_io_ancestor_obj(topology, io);
   if (!anchor) return -1;
-  hwloc_obj_t package =
-      is_package(anchor) ? anchor
-                         : hwloc_get_ancestor_obj_by_type(topology, HWLOC_OBJ_PACKAGE, anchor);
+  hwloc_obj_t package = is_package(anchor)
+                            ? anchor
+                            : hwloc_get_ancestor_obj_by_type(topology, HWLOC_OBJ_PACKAGE, anchor);
   if (!package) {
     const int first_pu = hwloc_bitmap_first(anchor->cpuset);
-    hwloc_obj_t pu = first_pu < 0 ? nullptr
-                                  : hwloc_get_pu_obj_by_os_index(
-                                        topology, static_cast<unsigned>(first_pu));
+    hwloc_obj_t pu = first_pu < 0
+                         ? nullptr
+                         : hwloc_get_pu_obj_by_os_index(topology, static_cast<unsigned>(first_pu));
     package = pu ? hwloc_get_ancestor_obj_by_type(topology, HWLOC_OBJ_PACKAGE, pu) : nullptr;
   }
   return package ? static_cast<int>(package->os_index) : 0;
@@ -158,6 +172,7 @@ Topology::Topology(Topology&& other) noexcept
     : topology_(std::exchange(other.topology_, nullptr)),
       allowed_(std::exchange(other.allowed_, nullptr)),
       source_(std::move(other.source_)),
+      gpu_search_(std::move(other.gpu_search_)),
       packages_(std::move(other.packages_)),
       gpus_(std::move(other.gpus_)) {}
 
@@ -167,6 +182,7 @@ Topology& Topology::operator=(Topology&& other) noexcept {
     topology_ = std::exchange(other.topology_, nullptr);
     allowed_ = std::exchange(other.allowed_, nullptr);
     source_ = std::move(other.source_);
+    gpu_search_ = std::move(other.gpu_search_);
     packages_ = std::move(other.packages_);
     gpus_ = std::move(other.gpus_);
   }
@@ -182,8 +198,13 @@ Topology Topology::load_this_machine() {
   const std::string what = "this machine";
   TopologyGuard guard;
   init_topology(guard, what);
+  skip_costly_components(guard);
   load_or_throw(guard, what);
   Topology topology(guard.release(), what);
+  topology.gpu_search_ =
+      "NVIDIA PCI devices with hwloc OS devices of type GPU or CoProc from the NVML and CUDA "
+      "backends (where hwloc has those plugins), I/O discovery enabled, and the driver's "
+      "/proc/driver/nvidia/gpus";
 
   // The cgroup cpuset is already in hwloc's allowed set; the CPU binding (taskset, srun
   // --cpu-bind) is not. A failure to read the binding (unsupported OS) leaves it out.
@@ -213,6 +234,9 @@ Topology Topology::load_xml(const std::string& path) {
   }
   load_or_throw(guard, what);
   Topology topology(guard.release(), path);
+  topology.gpu_search_ =
+      "NVIDIA PCI devices with hwloc OS devices of type GPU or CoProc from the NVML, CUDA and "
+      "OpenCL backends, I/O discovery enabled";
   topology.index_packages();
   topology.find_gpus(false);
   return topology;
@@ -233,11 +257,11 @@ void Topology::restrict_to(const std::vector<int>& os_cpus) {
     }
   }
   if (!refused.empty() || os_cpus.empty()) {
-    throw PlacementError("cannot restrict " + source_ + " to cpus " + format_cpu_list(os_cpus) +
-                         ": " + (os_cpus.empty() ? std::string("the list is empty")
-                                                 : format_cpu_list(refused) +
-                                                       " are not allowed online PUs") +
-                         " (allowed: " + format_cpu_list(allowed_cpus()) + ")");
+    throw PlacementError(
+        "cannot restrict " + source_ + " to cpus " + format_cpu_list(os_cpus) + ": " +
+        (os_cpus.empty() ? std::string("the list is empty")
+                         : format_cpu_list(refused) + " are not allowed online PUs") +
+        " (allowed: " + format_cpu_list(allowed_cpus()) + ")");
   }
   hwloc_bitmap_copy(allowed_, wanted.set);
   index_packages();
@@ -283,8 +307,8 @@ void Topology::find_gpus(bool is_this_machine) {
     if (!is_nvidia_gpu_pci(pci)) continue;
     const std::string busid = pci_busid(pci);
     const OsDeviceFacts facts = os_device_facts(pci);
-    const auto proc = is_this_machine ? read_nvidia_information(kNvidiaProcRoot, busid)
-                                      : std::nullopt;
+    const auto proc =
+        is_this_machine ? read_nvidia_information(kNvidiaProcRoot, busid) : std::nullopt;
     const bool is_usable =
         facts.nvml_index >= 0 || facts.cuda_index >= 0 || facts.has_opencl || proc;
     if (!is_usable) continue;  // a card no GPU backend reports (no driver bound)
@@ -317,12 +341,14 @@ int Topology::core_count() const {
   return count;
 }
 
-int Topology::pu_count() const { return hwloc_bitmap_weight(allowed_); }
+int Topology::pu_count() const {
+  return hwloc_bitmap_weight(allowed_);
+}
 
 int Topology::numa_count() const {
   int count = 0;
-  for (hwloc_obj_t node = hwloc_get_next_obj_by_type(topology_, HWLOC_OBJ_NUMANODE, nullptr);
-       node; node = hwloc_get_next_obj_by_type(topology_, HWLOC_OBJ_NUMANODE, node)) {
+  for (hwloc_obj_t node = hwloc_get_next_obj_by_type(topology_, HWLOC_OBJ_NUMANODE, nullptr); node;
+       node = hwloc_get_next_obj_by_type(topology_, HWLOC_OBJ_NUMANODE, node)) {
     if (hwloc_bitmap_intersects(node->cpuset, allowed_)) ++count;
   }
   return count;
@@ -330,8 +356,7 @@ int Topology::numa_count() const {
 
 std::vector<int> Topology::allowed_cpus() const {
   std::vector<int> cpus;
-  for (int cpu = hwloc_bitmap_first(allowed_); cpu >= 0;
-       cpu = hwloc_bitmap_next(allowed_, cpu)) {
+  for (int cpu = hwloc_bitmap_first(allowed_); cpu >= 0; cpu = hwloc_bitmap_next(allowed_, cpu)) {
     cpus.push_back(cpu);
   }
   return cpus;
@@ -339,8 +364,8 @@ std::vector<int> Topology::allowed_cpus() const {
 
 int Topology::numa_of_cpu(int os_cpu) const {
   if (os_cpu < 0) return -1;
-  for (hwloc_obj_t node = hwloc_get_next_obj_by_type(topology_, HWLOC_OBJ_NUMANODE, nullptr);
-       node; node = hwloc_get_next_obj_by_type(topology_, HWLOC_OBJ_NUMANODE, node)) {
+  for (hwloc_obj_t node = hwloc_get_next_obj_by_type(topology_, HWLOC_OBJ_NUMANODE, nullptr); node;
+       node = hwloc_get_next_obj_by_type(topology_, HWLOC_OBJ_NUMANODE, node)) {
     if (hwloc_bitmap_isset(node->cpuset, static_cast<unsigned>(os_cpu))) {
       return static_cast<int>(node->os_index);
     }

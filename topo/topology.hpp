@@ -37,7 +37,8 @@ class Topology {
  public:
   // The machine this process runs on, limited to the PUs the process may use: the cgroup
   // cpuset (Slurm task/cgroup) and the process CPU binding (taskset, srun --cpu-bind).
-  // GPUs come from hwloc's NVML/CUDA/OpenCL OS devices, then /proc/driver/nvidia/gpus.
+  // GPUs come from hwloc's NVML/CUDA OS devices (where hwloc has those plugins) and from
+  // /proc/driver/nvidia/gpus.
   // Throws PlacementError when hwloc cannot read the machine.
   static Topology load_this_machine();
 
@@ -57,6 +58,9 @@ class Topology {
 
   // Where the topology came from, for messages: "this machine" or the XML path. Never fails.
   const std::string& source() const { return source_; }
+
+  // What was searched for GPUs, for the message when none is found. Never fails.
+  const std::string& gpu_search() const { return gpu_search_; }
 
   // Counts over allowed PUs only; a package or NUMA node without one does not count.
   // Never fail.
@@ -93,6 +97,7 @@ class Topology {
   hwloc_topology* topology_ = nullptr;
   hwloc_bitmap_s* allowed_ = nullptr;  // PUs placement may use
   std::string source_;
+  std::string gpu_search_;
   std::vector<PackageInfo> packages_;
   std::vector<Gpu> gpus_;
 };

@@ -24,7 +24,8 @@ TEST_CASE("CPU lists round-trip") {
        {std::vector<int>{0}, {0, 1, 2, 3, 8}, {1, 3, 5}, {0, 1, 2, 3, 4, 5, 6, 7, 100, 101, 383}}) {
     CHECK(parse_cpu_list(format_cpu_list(cpus)) == cpus);
   }
-  for (const char* text : {"0-3,8", "1,3,5", "0-383"}) CHECK(format_cpu_list(parse_cpu_list(text)) == text);
+  for (const char* text : {"0-3,8", "1,3,5", "0-383"})
+    CHECK(format_cpu_list(parse_cpu_list(text)) == text);
 }
 
 TEST_CASE("Bad CPU lists are refused, quoting the bad part") {

@@ -1,5 +1,5 @@
-#include <catch2/catch.hpp>
 #include <unistd.h>
+#include <catch2/catch.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -104,13 +104,13 @@ TEST_CASE("The CUDA environment names the slot's GPUs by UUID, else by index") {
   const Slot slot = plan_node(dgx2, {.gpus_per_sandbox = 2}).slots[0];
   const auto env = gpu_environment(slot);
   const std::string uuids = slot.gpus[0].uuid + "," + slot.gpus[1].uuid;
-  CHECK(env == std::vector<std::pair<std::string, std::string>>{
-                   {"CUDA_VISIBLE_DEVICES", uuids},
-                   {"NVIDIA_VISIBLE_DEVICES", uuids},
-                   {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}});
+  CHECK(env ==
+        std::vector<std::pair<std::string, std::string>>{{"CUDA_VISIBLE_DEVICES", uuids},
+                                                         {"NVIDIA_VISIBLE_DEVICES", uuids},
+                                                         {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}});
 
   const Topology cuda_only = load(kTwoSocketCuda);
   const Slot cuda_slot = plan_node(cuda_only, {.gpus_per_sandbox = 1}).slots[0];
-  CHECK(gpu_environment(cuda_slot)[0] == std::pair<std::string, std::string>{
-                                             "CUDA_VISIBLE_DEVICES", "0"});
+  CHECK(gpu_environment(cuda_slot)[0] ==
+        std::pair<std::string, std::string>{"CUDA_VISIBLE_DEVICES", "0"});
 }

@@ -10,8 +10,8 @@ using namespace oshpc::topo;
 using namespace oshpc::topo::test;
 
 TEST_CASE("A job plan gives every sandbox a distinct (node, slot, wave) in node blocks") {
-  for (auto [nodes, slots, sandboxes] : {std::tuple{3, 4, 10}, {1, 1, 5}, {5, 3, 0}, {4, 2, 4},
-                                         {7, 5, 100}}) {
+  for (auto [nodes, slots, sandboxes] :
+       {std::tuple{3, 4, 10}, {1, 1, 5}, {5, 3, 0}, {4, 2, 4}, {7, 5, 100}}) {
     const JobPlan plan(nodes, slots, sandboxes);
     INFO(nodes << " nodes, " << slots << " slots, " << sandboxes << " sandboxes");
     std::set<std::tuple<int, int, std::int64_t>> seen;

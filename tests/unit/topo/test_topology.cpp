@@ -1,5 +1,5 @@
-#include <catch2/catch.hpp>
 #include <sched.h>
+#include <catch2/catch.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -60,7 +60,8 @@ TEST_CASE("24-NUMA machine: 24 packages, 192 cores, 384 PUs, no GPU") {
   CHECK(topology.pu_count() == 384);
   CHECK(topology.numa_count() == 24);
   CHECK(topology.gpus().empty());
-  for (int cpu : topology.allowed_cpus()) CHECK(topology.numa_of_cpu(cpu) == numa_of_pu(topology, cpu));
+  for (int cpu : topology.allowed_cpus())
+    CHECK(topology.numa_of_cpu(cpu) == numa_of_pu(topology, cpu));
   CHECK(topology.numa_memory(0) > 0);
 }
 
@@ -138,7 +139,8 @@ TEST_CASE("This machine loads, within the process's CPU affinity") {
 
 TEST_CASE("The NVIDIA driver's information file gives minor, UUID and model") {
   const auto info = parse_nvidia_information(
-      "Model: \t\t NVIDIA H200\nIRQ:   \t\t 95\nGPU UUID: \t GPU-1d2c3b4a-0000-1111-2222-333344445555\n"
+      "Model: \t\t NVIDIA H200\nIRQ:   \t\t 95\nGPU UUID: \t "
+      "GPU-1d2c3b4a-0000-1111-2222-333344445555\n"
       "Bus Location: \t 0000:1b:00.0\nDevice Minor: \t 3\nGPU Excluded:\t No\n");
   CHECK(info.model == "NVIDIA H200");
   CHECK(info.uuid == "GPU-1d2c3b4a-0000-1111-2222-333344445555");

@@ -19,7 +19,9 @@ inline std::string topology_path(const std::string& name) {
   return std::string(OSHPC_TOPOLOGY_DIR) + "/" + name;
 }
 
-inline Topology load(const std::string& name) { return Topology::load_xml(topology_path(name)); }
+inline Topology load(const std::string& name) {
+  return Topology::load_xml(topology_path(name));
+}
 
 inline hwloc_obj_t pu_object(const Topology& topology, int cpu) {
   return hwloc_get_pu_obj_by_os_index(topology.hwloc_handle(), static_cast<unsigned>(cpu));
@@ -58,8 +60,7 @@ inline bool is_allowed_online(const Topology& topology, int cpu) {
   hwloc_topology_t handle = topology.hwloc_handle();
   return hwloc_bitmap_isset(hwloc_topology_get_topology_cpuset(handle),
                             static_cast<unsigned>(cpu)) &&
-         hwloc_bitmap_isset(hwloc_topology_get_allowed_cpuset(handle),
-                            static_cast<unsigned>(cpu));
+         hwloc_bitmap_isset(hwloc_topology_get_allowed_cpuset(handle), static_cast<unsigned>(cpu));
 }
 
 }  // namespace oshpc::topo::test
