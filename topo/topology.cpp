@@ -257,11 +257,11 @@ void Topology::restrict_to(const std::vector<int>& os_cpus) {
     }
   }
   if (!refused.empty() || os_cpus.empty()) {
-    throw PlacementError(
-        "cannot restrict " + source_ + " to cpus " + format_cpu_list(os_cpus) + ": " +
-        (os_cpus.empty() ? std::string("the list is empty")
-                         : format_cpu_list(refused) + " are not allowed online PUs") +
-        " (allowed: " + format_cpu_list(allowed_cpus()) + ")");
+    throw PlacementError("cannot restrict " + source_ + " to cpus " + format_cpu_list(os_cpus) +
+                         ": " +
+                         (os_cpus.empty() ? std::string("the list is empty")
+                                          : "not allowed online PUs: " + format_cpu_list(refused)) +
+                         " (allowed: " + format_cpu_list(allowed_cpus()) + ")");
   }
   hwloc_bitmap_copy(allowed_, wanted.set);
   index_packages();
