@@ -419,8 +419,12 @@ class EgressProxy::Impl {
       return;
     }
     // Bytes after the head (a pipelined body or an early TLS hello) go to the destination.
-    if (c.request.kind == RequestKind::kForward) c.to_upstream.append(c.request.forward_head);
+    if (c.request.kind == RequestKind::kForward) {
+      c.to_upstream.append(c.request.forward_head);
+      c.bytes_up += c.request.forward_head.size();
+    }
     c.to_upstream.append(std::string_view(c.head).substr(head.size));
+    c.bytes_up += c.head.size() - head.size;
     c.head.clear();
     resolve(c);
   }
@@ -586,8 +590,9 @@ class EgressProxy::Impl {
     }
     std::string early = c.head.substr(head_size);
     c.head.clear();
-    begin_relay(c);
     c.to_client.append(early);
+    c.bytes_down += early.size();
+    begin_relay(c);
   }
 
   // ---- relaying ----
@@ -638,7 +643,7 @@ class EgressProxy::Impl {
         close(c);
         return moved;
       }
-      counter += out.bytes;
+      counter += in.bytes;  // what the peer sent, not what the proxy itself said
       moved = moved || in.bytes > 0 || out.bytes > 0;
       if (in.kind != IoResult::kMoved && out.kind != IoResult::kMoved) break;
     }

@@ -157,8 +157,11 @@ class EchoServer:
                 except OSError:
                     data = None
                 if data:
-                    conn.sendall(data)
-                    continue
+                    try:
+                        conn.sendall(data)
+                        continue
+                    except OSError:
+                        pass  # the peer reset: drop it like an end of stream
                 self.selector.unregister(conn)
                 try:
                     conn.shutdown(socket.SHUT_WR)
@@ -227,7 +230,7 @@ class Harness:
 
 
 def open_tunnel(port, target, timeout=10):
-    """A socket through the proxy on port, CONNECTed to target; returns (socket, status line)."""
+    """A socket through the proxy on port, CONNECTed to target: (socket, status line, rest)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
     head = b""
@@ -236,4 +239,5 @@ def open_tunnel(port, target, timeout=10):
         if not chunk:
             break
         head += chunk
-    return sock, head.split(b"\r\n", 1)[0].decode()
+    head, _, rest = head.partition(b"\r\n\r\n")
+    return sock, head.split(b"\r\n", 1)[0].decode(), rest
