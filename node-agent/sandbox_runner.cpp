@@ -171,6 +171,9 @@ void SandboxRunner::start_one(std::int64_t index, int slot) {
     options.inherit_fds = {report.write_end.get()};
     if (config_.profile.seccomp_fd) options.inherit_fds.push_back(*config_.profile.seccomp_fd);
     options.cpus = instance.cpus;
+    // Its own process group: a signal meant for this rank's group (mpirun, srun) must reach
+    // the agent, which then stops the sandbox and records why, not the sandbox directly.
+    options.new_process_group = true;
     sandbox->process = spawn_process(argv, options);
     sandbox->report_fd = std::move(report.read_end);
   } catch (const std::exception& e) {

@@ -1,0 +1,111 @@
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+
+#include "node-agent/bwrap_argv.hpp"
+
+using namespace oshpc::node_agent;
+
+namespace {
+
+SandboxInstance instance() {
+  SandboxInstance i;
+  i.id = "job-7";
+  i.index = 7;
+  i.count = 10;
+  i.node = "n01";
+  i.rank = 3;
+  i.workspace = "/scratch/ws/job-7";
+  return i;
+}
+
+SandboxProfile profile() {
+  SandboxProfile p;
+  p.rootfs = "/cache/rootfs";
+  p.exec_helper = "/opt/oshpc/bin/oshpc-exec";
+  p.command = {"python3", "-c", "print({index})"};
+  return p;
+}
+
+// True if `needle` appears in argv as consecutive elements.
+bool has_sequence(const std::vector<std::string>& argv, std::vector<std::string> needle) {
+  return std::search(argv.begin(), argv.end(), needle.begin(), needle.end()) != argv.end();
+}
+
+std::ptrdiff_t position(const std::vector<std::string>& argv, const std::string& value) {
+  return std::find(argv.begin(), argv.end(), value) - argv.begin();
+}
+
+}  // namespace
+
+TEST_CASE("placeholders are expanded and other braces are kept") {
+  auto i = instance();
+  CHECK(expand_placeholders("{index}/{count} {id} on {node} rank {rank}", i) ==
+        "7/10 job-7 on n01 rank 3");
+  CHECK(expand_placeholders("{'a': 1} {} {indexx} {{index}}", i) == "{'a': 1} {} {indexx} {7}");
+  CHECK(expand_placeholders("no braces", i) == "no braces");
+}
+
+TEST_CASE("the sandbox environment names the sandbox and user values override the base") {
+  auto p = profile();
+  p.environment = {{"HOME", "/custom"}, {"TAG", "run-{index}"}};
+  auto env = sandbox_environment(p, instance());
+  auto value = [&](const std::string& key) {
+    auto it = std::find_if(env.begin(), env.end(), [&](auto& kv) { return kv.first == key; });
+    return it == env.end() ? std::string("<unset>") : it->second;
+  };
+  CHECK(value("OSHPC_SANDBOX_ID") == "job-7");
+  CHECK(value("OSHPC_INDEX") == "7");
+  CHECK(value("OSHPC_COUNT") == "10");
+  CHECK(value("OSHPC_NODE") == "n01");
+  CHECK(value("OSHPC_RANK") == "3");
+  CHECK(value("HOME") == "/custom");
+  CHECK(value("TAG") == "run-7");
+  CHECK(value("PATH").find("/usr/bin") != std::string::npos);
+}
+
+TEST_CASE("the bubblewrap argv isolates the sandbox by default") {
+  RootLayout layout;
+  layout.mount_args = {"--ro-bind", "/cache/rootfs/usr", "/usr", "--symlink", "usr/bin", "/bin"};
+  layout.remount_args = {"--remount-ro", "/"};
+  auto argv = build_bwrap_argv(profile(), layout, instance(), {9}, 1000, 1000);
+
+  CHECK(argv.front() == "bwrap");
+  for (const char* flag : {"--unshare-all", "--unshare-user", "--disable-userns",
+                           "--die-with-parent", "--new-session", "--clearenv"}) {
+    CHECK(position(argv, flag) < static_cast<std::ptrdiff_t>(argv.size()));
+  }
+  CHECK(has_sequence(argv, {"--uid", "0", "--gid", "0"}));
+  CHECK(has_sequence(argv, {"--cap-drop", "ALL"}));
+  CHECK(has_sequence(argv, {"--proc", "/proc", "--dev", "/dev"}));
+  CHECK(has_sequence(argv, {"--tmpfs", "/tmp", "--tmpfs", "/run"}));
+  CHECK(has_sequence(argv, {"--bind", "/scratch/ws/job-7", "/sandbox"}));
+  CHECK(has_sequence(argv, {"--ro-bind", "/opt/oshpc/bin/oshpc-exec", "/.oshpc/exec"}));
+  CHECK(has_sequence(argv, {"--chdir", "/sandbox"}));
+  CHECK(has_sequence(argv, {"--", "/.oshpc/exec", "9", "--", "python3", "-c", "print(7)"}));
+  // The root becomes read-only only after every mount point exists.
+  CHECK(position(argv, "--remount-ro") > position(argv, "/.oshpc/exec"));
+  CHECK(position(argv, "--remount-ro") > position(argv, "/usr"));
+}
+
+TEST_CASE("identity self keeps the caller's uid and gid") {
+  auto p = profile();
+  p.identity = IdentityMode::kSelf;
+  auto argv = build_bwrap_argv(p, RootLayout{}, instance(), {9}, 1234, 5678);
+  CHECK(has_sequence(argv, {"--uid", "1234", "--gid", "5678"}));
+}
+
+TEST_CASE("user binds come after the image root and keep their mode") {
+  auto p = profile();
+  p.binds = {{"/data", "/data", false}, {"/results", "/out", true}};
+  auto argv = build_bwrap_argv(p, RootLayout{}, instance(), {9}, 0, 0);
+  CHECK(has_sequence(argv, {"--ro-bind", "/data", "/data"}));
+  CHECK(has_sequence(argv, {"--bind", "/results", "/out"}));
+}
+
+TEST_CASE("a seccomp program is passed by descriptor when enabled") {
+  auto p = profile();
+  p.seccomp_fd = 11;
+  auto argv = build_bwrap_argv(p, RootLayout{}, instance(), {9}, 0, 0);
+  CHECK(has_sequence(argv, {"--seccomp", "11"}));
+}
