@@ -70,6 +70,7 @@ void encode_event(std::string& batch, const SandboxEvent& e) {
   put(batch, e.cpu_system_us);
   put(batch, e.max_rss_kib);
   put(batch, e.seconds);
+  put(batch, e.bytes_from_shared);
   put_string(batch, e.message);
   put_string(batch, e.method);
   put_string(batch, e.cpus);
@@ -92,6 +93,7 @@ SandboxEvent decode_event(const char* data, std::size_t size, std::size_t& offse
   e.cpu_system_us = in.get<std::int64_t>();
   e.max_rss_kib = in.get<std::int64_t>();
   e.seconds = in.get<double>();
+  e.bytes_from_shared = in.get<std::int64_t>();
   e.message = in.get_string();
   e.method = in.get_string();
   e.cpus = in.get_string();

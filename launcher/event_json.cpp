@@ -59,6 +59,7 @@ void append_details(std::string& out, const SandboxEvent& e) {
     case EventType::kImageStaged:
       field(out, "method", e.method);
       field_seconds(out, "seconds", e.seconds);
+      field(out, "bytes_from_shared", e.bytes_from_shared);
       break;
     case EventType::kStarted:
       field(out, "pid", e.pid);

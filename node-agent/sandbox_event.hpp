@@ -47,6 +47,7 @@ struct SandboxEvent {
   std::string method;                // image_staged: mount, extract or directory
   std::string cpus;                  // started: cpu list it runs on ("0-3,8"), if pinned
   double seconds = 0;                // image_staged: staging time
+  std::int64_t bytes_from_shared = 0;  // image_staged: bytes this node read from the image file
 };
 
 inline bool is_terminal(EventType type) {
