@@ -1,0 +1,222 @@
+"""oshpc-fanout end to end: real mpirun, real bubblewrap, the real Debian image."""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+import exit_codes
+from conftest import IMAGE, IS_ROOT, fuse_usable, mounts_under, my_processes, wait_for
+
+
+def check_every_index_once(job, count):
+    """Each sandbox has exactly one terminal event, and `started` precedes it."""
+    terminal = job.terminal()
+    indices = sorted(e["index"] for e in terminal)
+    assert indices == list(range(count)), f"terminal events: {len(terminal)} for {count}"
+    seen_start = set()
+    for event in job.events:
+        if event["event"] == "started":
+            seen_start.add(event["index"])
+        elif event["event"] == "exited":
+            assert event["index"] in seen_start, f"exited before started: {event}"
+
+
+def check_nothing_left(fanout, job):
+    assert wait_for(lambda: not my_processes("bwrap"), timeout=10), "bwrap processes left"
+    assert not my_processes("squashfuse_ll"), "squashfuse left running"
+    assert not mounts_under(fanout.cache_dir), "mounts left in the cache dir"
+    jobs = fanout.cache_dir / "jobs"
+    assert not jobs.exists() or not any(jobs.iterdir()), f"job state left: {list(jobs.iterdir())}"
+
+
+@pytest.mark.parametrize("ranks", [1, 4])
+def test_many_sandboxes_over_ranks(fanout, ranks):
+    count = 200
+    script = 'echo "{index} $OSHPC_INDEX $OSHPC_SANDBOX_ID $OSHPC_COUNT" > out; cat out'
+    job = fanout.run(["-n", str(count), "-q", "--", "sh", "-c", script], ranks=ranks)
+    assert job.returncode == exit_codes.OK, job.stderr
+    check_every_index_once(job, count)
+    assert all(e["event"] == "exited" and e["exit_code"] == 0 for e in job.terminal())
+    for index in range(count):
+        assert job.sandbox_file(index) == f"{index} {index} {job.name}-{index} {count}\n"
+    if ranks > 1:
+        assert len({e["rank"] for e in job.of_type("started")}) > 1, "work stayed on one rank"
+    check_nothing_left(fanout, job)
+
+
+@pytest.mark.parametrize("method", ["extract", "mount"])
+def test_stage_methods(fanout, method):
+    if method == "mount" and not fuse_usable():
+        pytest.skip("/dev/fuse is not usable by this user: only extraction can be tested")
+    job = fanout.run(["-n", "4", "--stage-method", method, "-q", "--", "cat", "/etc/debian_version"],
+                     ranks=2)
+    assert job.returncode == exit_codes.OK, job.stderr
+    staged = job.of_type("image_staged")
+    assert len(staged) == 1 and staged[0]["method"] == method
+    assert job.sandbox_file(0).startswith("12")
+    check_nothing_left(fanout, job)
+
+
+def test_sandbox_profile(fanout):
+    probe = "; ".join([
+        "id -u", "hostname", "pwd",
+        "grep -c . /proc/net/dev",                      # header lines + lo only
+        "(touch /etc/x 2>&1 || true) | grep -c 'Read-only'",
+        "touch /tmp/ok /sandbox/ok && echo writable",
+        "grep ^CapEff /proc/self/status",
+        "grep ^Cpus_allowed_list /proc/self/status",
+        "python3 -c 'import socket; s=socket.socket(); s.connect((\"1.1.1.1\", 80))' 2>&1 | tail -1",
+    ])
+    job = fanout.run(["-n", "1", "-q", "--", "sh", "-c", probe])
+    assert job.returncode == exit_codes.OK, job.stderr
+    lines = job.sandbox_file(0).splitlines()
+    assert lines[0] == "0"                                # uid 0 inside by default
+    assert lines[1] == f"{job.name}-0"                    # own UTS namespace, named after it
+    assert lines[2] == "/sandbox"
+    assert lines[3] == "3"                                # only the loopback interface
+    assert lines[4] == "1"                                # the image root is read-only
+    assert lines[5] == "writable"
+    assert lines[6].split()[1] == "0000000000000000"      # no capabilities
+    started = job.of_type("started")[0]
+    assert lines[7].split()[1] == started["cpus"]         # pinned where the event says
+    assert "Network is unreachable" in lines[8]
+
+
+def test_identity_self_keeps_uid(fanout):
+    job = fanout.run(["-n", "1", "--identity", "self", "-q", "--", "id", "-u"])
+    assert job.returncode == exit_codes.OK, job.stderr
+    assert job.sandbox_file(0).strip() == str(os.getuid())
+
+
+def test_placeholders_env_and_binds(fanout, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "input").write_text("payload\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    os.chmod(results, 0o777)
+    script = ('cat /opt/data/input; echo "$TAG" > /results/{index}; '
+              'touch /opt/data/nope 2>/dev/null || echo ro')
+    job = fanout.run(["-n", "3", "--env", "TAG=t-{index}-{node}",
+                      "--bind", f"{data}:/opt/data", "--bind", f"{results}:/results:rw",
+                      "-q", "--", "sh", "-c", script])
+    assert job.returncode == exit_codes.OK, job.stderr
+    node = job.of_type("started")[0]["node"]
+    for index in range(3):
+        assert job.sandbox_file(index) == "payload\nro\n"
+        assert (results / str(index)).read_text() == f"t-{index}-{node}\n"
+
+
+def test_directory_image(fanout, tmp_path):
+    root = tmp_path / "rootfs"
+    subprocess.run(["unsquashfs", "-no-progress", "-no-xattrs", "-excludes", "-d", str(root),
+                    str(IMAGE), "dev"], check=True, capture_output=True)
+    job = fanout.run(["-n", "2", "-q", "--", "python3", "-c", "print('dir ok')"], image=root)
+    assert job.returncode == exit_codes.OK, job.stderr
+    assert job.of_type("image_staged")[0]["method"] == "directory"
+    assert job.sandbox_file(1) == "dir ok\n"
+
+
+def test_failures_are_reported_per_sandbox(fanout):
+    script = ('case {index} in 0) exit 3;; 1) kill -SEGV $$;; 2) sleep 30;; '
+              '3) exec /no/such/program;; *) true;; esac')
+    job = fanout.run(["-n", "6", "--timeout", "2", "-q", "--", "sh", "-c", script], ranks=2)
+    assert job.returncode == exit_codes.SANDBOX_FAILED, job.stderr
+    check_every_index_once(job, 6)
+    ends = job.by_index()
+    assert ends[0]["event"] == "exited" and ends[0]["exit_code"] == 3
+    assert ends[1]["event"] == "exited" and ends[1]["signal"] == signal.SIGSEGV
+    assert ends[2]["event"] == "failed" and ends[2]["reason"] == "timeout"
+    assert ends[3]["event"] == "exited" and ends[3]["exit_code"] == 127
+    assert all(ends[i]["exit_code"] == 0 for i in (4, 5))
+
+
+def test_missing_command_fails_only_its_sandbox(fanout):
+    job = fanout.run(["-n", "3", "-q", "--", "sh", "-c",
+                      "test {index} = 1 && exec nosuchcommand-{index}; true"])
+    # The shell finds no command: exit 127 from the shell, the sandbox itself ran.
+    assert job.by_index()[1]["exit_code"] == 127
+    job = fanout.run(["-n", "3", "-q", "--", "no-such-command"])
+    assert job.returncode == exit_codes.SANDBOX_FAILED
+    for event in job.terminal():
+        assert event["event"] == "failed" and event["reason"] == "command_not_found"
+        assert "no-such-command" in event["message"]
+    assert not job.of_type("started")
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["-n", "0", "--", "true"], exit_codes.USAGE, "--count must be at least 1"),
+    (["-n", "2", "--frobnicate", "--", "true"], exit_codes.USAGE, "frobnicate"),
+    (["-n", "2"], exit_codes.USAGE, "no COMMAND"),
+    (["-n", "2", "--bind", "/nonexistent:/x", "--", "true"], exit_codes.USAGE, "does not exist"),
+])
+def test_usage_errors(fanout, args, code, message):
+    job = fanout.run(args, ranks=2)
+    assert job.returncode == code
+    assert message in job.stderr
+    # One message, not one per rank.
+    assert job.stderr.count("error:") == 1, job.stderr
+    assert not job.output_dir.exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "not-squashfs", "unreadable"])
+def test_bad_images(fanout, tmp_path, kind):
+    path = tmp_path / "image.sqsh"
+    if kind == "not-squashfs":
+        path.write_text("definitely not squashfs\n")
+    elif kind == "unreadable":
+        if IS_ROOT:
+            pytest.skip("root can read any file")
+        path.write_bytes(IMAGE.read_bytes()[:4096])
+        os.chmod(path, 0)
+    job = fanout.run(["-n", "2", "--", "true"], ranks=2, image=path)
+    assert job.returncode == exit_codes.BAD_INPUT, job.stderr
+    expected = {"missing": "No such file", "not-squashfs": "not a squashfs file",
+                "unreadable": "Permission denied"}[kind]
+    assert expected in job.stderr and str(path) in job.stderr
+    assert not mounts_under(fanout.cache_dir)
+
+
+def test_sigterm_stops_everything_and_every_sandbox_gets_its_end(fanout):
+    count = 40
+    proc, name = fanout.start(["-n", str(count), "--", "sleep", "60"], ranks=4)
+    events = fanout.workdir / f"oshpc-{name}" / "events.jsonl"
+    assert wait_for(lambda: events.exists() and events.read_text().count('"started"') >= 4,
+                    timeout=60), "sandboxes never started"
+    proc.send_signal(signal.SIGTERM)
+    job = fanout.finish(proc, name)
+    check_every_index_once(job, count)
+    cancelled = [e for e in job.terminal() if e.get("reason") == "cancelled"]
+    assert len(cancelled) == count, [e for e in job.terminal() if e.get("reason") != "cancelled"]
+    assert "cancelled" in job.stderr
+    assert wait_for(lambda: not my_processes("sleep"), timeout=10), "sandbox processes left"
+    check_nothing_left(fanout, job)
+
+
+def test_plan_creates_nothing(fanout):
+    job = fanout.run(["-n", "10", "--plan", "--", "true"], ranks=2)
+    assert job.returncode == exit_codes.OK, job.stderr
+    lines = job.stdout.splitlines()
+    assert '"plan":"job"' in lines[0]
+    assert sum('"plan":"rank"' in line for line in lines) == 2
+    assert not job.output_dir.exists()
+    assert not fanout.cache_dir.exists()
+
+
+def test_check_reports_host_support(fanout):
+    from conftest import FANOUT
+    proc = subprocess.run([str(FANOUT), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+    for probe in ("user namespaces", "bubblewrap", "FUSE", "unsquashfs", "seccomp", "cgroups",
+                  "hwloc"):
+        assert probe in proc.stdout
+
+
+def test_help_and_version():
+    from conftest import FANOUT
+    assert "--image" in subprocess.run([str(FANOUT), "--help"], capture_output=True,
+                                       text=True).stdout
+    assert subprocess.run([str(FANOUT), "--version"], capture_output=True,
+                          text=True).stdout.startswith("oshpc-fanout ")
