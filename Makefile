@@ -28,7 +28,7 @@ unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit -j $(JOBS)
 
 check: build image
-	scripts/install-deps.sh bench
+	scripts/install-deps.sh slurm bench
 	tests/run-all.sh $(BUILD) $(IMAGE)
 
 bench: build image

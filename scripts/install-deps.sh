@@ -10,8 +10,9 @@ declare -A groups=(
            libyaml-cpp-dev"
   [run]="bubblewrap squashfs-tools squashfuse fuse3 openmpi-bin hwloc"
   [image]="mmdebstrap squashfs-tools-ng"
-  [test]="python3 python3-pytest procps psmisc util-linux"
-  [bench]="charliecloud-runtime python3"
+  [test]="python3 python3-pytest procps psmisc util-linux clang libc6-dev curl"
+  [slurm]="slurm-wlm slurm-client munge libpmix-dev"
+  [bench]="charliecloud-runtime python3 tinyproxy"
 )
 
 wanted=()

@@ -7,7 +7,7 @@ build=$(realpath "${1:?usage: run-all.sh BUILD_DIR IMAGE}")
 image=$(realpath "${2:?usage: run-all.sh BUILD_DIR IMAGE}")
 here=$(cd "$(dirname "$0")" && pwd)
 test_user=${OSHPC_TEST_USER:-oshpc}
-export OSHPC_BUILD_DIR=$build OSHPC_IMAGE=$image
+export OSHPC_BUILD_DIR=$build OSHPC_IMAGE=$image OSHPC_TEST_IMAGE=$image
 
 echo "== unit tests"
 (cd "$build" && ctest --output-on-failure -L unit)
@@ -18,6 +18,12 @@ pytest_integration() {
 
 echo "== integration tests as $(id -un)"
 pytest_integration "$here/integration"
+
+if [[ $(id -u) -eq 0 ]]; then
+  # A real one-node Slurm (slurmctld, slurmd, munged) started and stopped by the fixture.
+  echo "== Slurm tests"
+  pytest_integration "$here/slurm"
+fi
 
 if [[ $(id -u) -eq 0 ]]; then
   id "$test_user" >/dev/null 2>&1 || useradd -m "$test_user"
@@ -32,6 +38,6 @@ if [[ $(id -u) -eq 0 ]]; then
   chmod 755 "$copy"
   echo "== integration tests as $test_user"
   runuser -u "$test_user" -- env -i PATH="$PATH" HOME="/home/$test_user" \
-    OSHPC_BUILD_DIR="$copy/build" OSHPC_IMAGE="$copy/image.sqsh" \
+    OSHPC_BUILD_DIR="$copy/build" OSHPC_IMAGE="$copy/image.sqsh" OSHPC_TEST_IMAGE="$copy/image.sqsh" \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider "$copy/tests/integration"
 fi

@@ -7,7 +7,7 @@ import time
 import pytest
 
 import exit_codes
-from conftest import IMAGE, IS_ROOT, fuse_usable, mounts_under, my_processes, wait_for
+from oshpc_testing import FANOUT, IMAGE, IS_ROOT, fuse_usable, mounts_under, my_processes, wait_for
 
 
 def check_every_index_once(job, count):
@@ -206,7 +206,6 @@ def test_plan_creates_nothing(fanout):
 
 
 def test_check_reports_host_support(fanout):
-    from conftest import FANOUT
     proc = subprocess.run([str(FANOUT), "--check"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
     for probe in ("user namespaces", "bubblewrap", "FUSE", "unsquashfs", "seccomp", "cgroups",
@@ -215,7 +214,6 @@ def test_check_reports_host_support(fanout):
 
 
 def test_help_and_version():
-    from conftest import FANOUT
     assert "--image" in subprocess.run([str(FANOUT), "--help"], capture_output=True,
                                        text=True).stdout
     assert subprocess.run([str(FANOUT), "--version"], capture_output=True,
