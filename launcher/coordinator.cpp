@@ -160,7 +160,8 @@ void Coordinator::print_summary() {
   std::fputs(text.c_str(), stderr);
 }
 
-RankOutcome Coordinator::run(node_agent::SandboxRunner* runner, const NodeSetup& setup) {
+RankOutcome Coordinator::run(const LocalNode& node, const NodeSetup& setup) {
+  node_agent::SandboxRunner* runner = node.runner;
   if (setup.staged_event) record(*setup.staged_event);
   if (!runner) record(node_failed_event(0, mpi_.node_name(), setup.failure));
   working_ranks_ = mpi_.size();
@@ -168,7 +169,7 @@ RankOutcome Coordinator::run(node_agent::SandboxRunner* runner, const NodeSetup&
   int stop_signal = 0;
   int timeout_ms = mpi_.size() > 1 ? 1 : 50;
   while (!everything_finished(runner)) {
-    SignalsSeen seen = step_runner(runner, signals_, timeout_ms);
+    SignalsSeen seen = step_node(node, signals_, timeout_ms);
     if (seen.stop_signal) {
       stop_signal = seen.stop_signal;
       break;

@@ -21,7 +21,7 @@ class Coordinator {
               EventLog& event_log);
 
   void record(const node_agent::SandboxEvent& event) { event_log_.record(event); }
-  RankOutcome run(node_agent::SandboxRunner* runner, const NodeSetup& setup);
+  RankOutcome run(const LocalNode& node, const NodeSetup& setup);
 
  private:
   struct GrantRecord {

@@ -74,6 +74,15 @@ void encode_event(std::string& batch, const SandboxEvent& e) {
   put_string(batch, e.message);
   put_string(batch, e.method);
   put_string(batch, e.cpus);
+  put_string(batch, e.gpus);
+  put<std::uint8_t>(batch, e.allowed ? 1 : 0);
+  put_string(batch, e.host);
+  put(batch, e.port);
+  put_string(batch, e.request_method);
+  put_string(batch, e.rule);
+  put(batch, e.status);
+  put(batch, e.bytes_up);
+  put(batch, e.bytes_down);
 }
 
 SandboxEvent decode_event(const char* data, std::size_t size, std::size_t& offset) {
@@ -97,7 +106,16 @@ SandboxEvent decode_event(const char* data, std::size_t size, std::size_t& offse
   e.message = in.get_string();
   e.method = in.get_string();
   e.cpus = in.get_string();
-  if (static_cast<int>(e.type) > static_cast<int>(node_agent::EventType::kNodeFailed)) {
+  e.gpus = in.get_string();
+  e.allowed = in.get<std::uint8_t>() != 0;
+  e.host = in.get_string();
+  e.port = in.get<std::int32_t>();
+  e.request_method = in.get_string();
+  e.rule = in.get_string();
+  e.status = in.get<std::int32_t>();
+  e.bytes_up = in.get<std::int64_t>();
+  e.bytes_down = in.get<std::int64_t>();
+  if (static_cast<int>(e.type) > static_cast<int>(node_agent::EventType::kEgress)) {
     throw std::runtime_error("unknown event type in batch");
   }
   return e;

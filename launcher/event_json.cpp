@@ -29,6 +29,21 @@ void field(std::string& out, const char* name, std::string_view value) {
   json_text::append_string(out, value);
 }
 
+// A comma-separated list as a JSON array of strings.
+void field_list(std::string& out, const char* name, std::string_view items) {
+  key(out, name);
+  out += '[';
+  std::size_t start = 0;
+  while (start <= items.size()) {
+    std::size_t comma = items.find(',', start);
+    if (comma == std::string_view::npos) comma = items.size();
+    if (start > 0) out += ',';
+    json_text::append_string(out, items.substr(start, comma - start));
+    start = comma + 1;
+  }
+  out += ']';
+}
+
 // Milliseconds with microsecond precision, e.g. 12.345.
 void field_ms(std::string& out, const char* name, std::int64_t us) {
   key(out, name);
@@ -46,8 +61,9 @@ void field_seconds(std::string& out, const char* name, double seconds) {
 
 void append_identity(std::string& out, const SandboxEvent& e, const EventContext& context) {
   if (e.index >= 0) {
-    field(out, "sandbox", node_agent::sandbox_id(context.job_tag, e.index));
-    field(out, "index", e.index);
+    std::int64_t index = e.index + context.index_offset;
+    field(out, "sandbox", node_agent::sandbox_id(context.job_tag, index));
+    field(out, "index", index);
   }
   const auto rank = static_cast<std::size_t>(e.rank);
   field(out, "node", rank < context.node_of_rank.size() ? context.node_of_rank[rank] : "");
@@ -65,6 +81,7 @@ void append_details(std::string& out, const SandboxEvent& e) {
       field(out, "pid", e.pid);
       field_ms(out, "start_latency_ms", e.start_latency_us);
       if (!e.cpus.empty()) field(out, "cpus", e.cpus);
+      if (!e.gpus.empty()) field_list(out, "gpus", e.gpus);
       break;
     case EventType::kExited:
       if (e.signal != 0) {
@@ -84,6 +101,19 @@ void append_details(std::string& out, const SandboxEvent& e) {
       break;
     case EventType::kNodeFailed:
       field(out, "message", e.message);
+      break;
+    case EventType::kEgress:
+      key(out, "allowed");
+      out += e.allowed ? "true" : "false";
+      field(out, "method", e.request_method);
+      field(out, "host", e.host);
+      field(out, "port", e.port);
+      field(out, "rule", e.rule);
+      if (!e.message.empty()) field(out, "reason", e.message);
+      if (e.status != 0) field(out, "status", e.status);
+      field(out, "bytes_up", e.bytes_up);
+      field(out, "bytes_down", e.bytes_down);
+      field_ms(out, "duration_ms", e.duration_us);
       break;
   }
 }

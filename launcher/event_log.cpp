@@ -73,6 +73,9 @@ void EventLog::count(const SandboxEvent& event) {
     case EventType::kNodeFailed:
       tally_.node_failures.push_back(event.message);
       break;
+    case EventType::kEgress:
+      ++(event.allowed ? tally_.egress_allowed : tally_.egress_denied);
+      break;
   }
 }
 

@@ -28,6 +28,8 @@ struct Tally {
   std::vector<std::int32_t> start_latencies_us;
   std::vector<NodeStaging> staging;
   std::vector<std::string> node_failures;
+  std::int64_t egress_allowed = 0;
+  std::int64_t egress_denied = 0;
 };
 
 class EventLog {

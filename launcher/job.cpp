@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 #include <random>
 
 #include "common/clock.hpp"
@@ -11,6 +12,9 @@
 #include "common/sys.hpp"
 #include "launcher/coordinator.hpp"
 #include "launcher/node_setup.hpp"
+#include "launcher/placement.hpp"
+#include "proxy/netns_listener.hpp"
+#include "proxy/policy.hpp"
 #include "launcher/worker.hpp"
 
 namespace oshpc::launcher {
@@ -49,6 +53,7 @@ JobAgreement agree_on_job(const Options& options, const MpiSession& mpi,
   if (mpi.rank() == 0) {
     try {
       rootfs_cache::inspect_image(options.image);
+      if (!options.policy_path.empty()) proxy::load_policy_file(options.policy_path);
       agreement.job_tag = make_job_tag(options);
       agreement.output_dir =
           options.output_dir.empty() ? "oshpc-" + agreement.job_tag : options.output_dir;
@@ -56,7 +61,8 @@ JobAgreement agree_on_job(const Options& options, const MpiSession& mpi,
       agreement.events_path = options.events_path.empty()
                                   ? agreement.output_dir + "/events.jsonl"
                                   : options.events_path;
-      event_log.emplace(agreement.events_path, EventContext{agreement.job_tag, mpi.node_of_rank()},
+      event_log.emplace(agreement.events_path,
+                        EventContext{agreement.job_tag, mpi.node_of_rank(), options.index_offset},
                         options.count);
     } catch (const rootfs_cache::ImageError& e) {
       logger()->error("{}", e.what());
@@ -82,19 +88,61 @@ node_agent::RunnerConfig runner_config(const Options& options, const MpiSession&
   config.profile.exec_helper = exec_helper;
   config.profile.identity = options.identity;
   config.profile.binds = options.binds;
-  config.profile.environment = options.environment;
   config.profile.command = options.command;
   config.layout = setup.layout;
   config.job_tag = job.job_tag;
   config.node = mpi.node_name();
   config.rank = mpi.rank();
   config.count = options.count;
+  config.index_offset = options.index_offset;
   config.workspace_root = setup.workspace_root;
   config.output_dir = job.output_dir;
   config.timeout_us = static_cast<std::int64_t>(options.timeout_seconds * 1e6);
-  config.slot_cpus = setup.slot_cpus;
+  config.slots = setup.slots;
   config.keep_workspaces = options.keep_workspaces;
+  if (setup.seccomp) {
+    const seccomp::SeccompProgram* program = &*setup.seccomp;
+    config.seccomp_reader = [program] { return program->reader(); };
+  }
+  if (setup.proxy) {
+    proxy::EgressProxy* egress = setup.proxy.get();
+    std::string helper = proxy::default_netns_helper_path();
+    config.attach_network = [egress, helper](const std::string& id, pid_t pid) {
+      egress->add_listener(proxy::open_listener_in_sandbox(pid, proxy::kSandboxProxyPort, helper),
+                           id);
+    };
+    config.detach_network = [egress](const std::string& id) { egress->remove_sandbox(id); };
+    for (const auto& assignment : proxy::proxy_environment(proxy::kSandboxProxyPort)) {
+      auto eq = assignment.find('=');
+      config.profile.environment.emplace_back(assignment.substr(0, eq), assignment.substr(eq + 1));
+    }
+  }
+  // The user's variables come last, so they can override ours.
+  config.profile.environment.insert(config.profile.environment.end(),
+                                    options.environment.begin(), options.environment.end());
   return config;
+}
+
+// A proxy decision as an event; the sandbox index comes back out of its id.
+node_agent::SandboxEvent egress_event(const proxy::ProxyDecision& decision, int rank,
+                                      std::int64_t index_offset) {
+  node_agent::SandboxEvent event;
+  event.type = node_agent::EventType::kEgress;
+  event.wall_us = clock::wall_us();
+  event.rank = rank;
+  auto dash = decision.sandbox_id.rfind('-');
+  event.index = std::atoll(decision.sandbox_id.c_str() + dash + 1) - index_offset;
+  event.allowed = decision.allowed;
+  event.request_method = decision.method;
+  event.host = decision.host;
+  event.port = decision.port;
+  event.rule = decision.rule;
+  event.message = decision.reason;
+  event.status = decision.status;
+  event.bytes_up = static_cast<std::int64_t>(decision.bytes_up);
+  event.bytes_down = static_cast<std::int64_t>(decision.bytes_down);
+  event.duration_us = decision.duration_ms * 1000;
+  return event;
 }
 
 // oshpc-exec lives next to oshpc-fanout (build tree and install tree alike).
@@ -130,6 +178,10 @@ void wait_for_node_peers(const MpiSession& mpi, SignalChannel& signals, std::int
 }  // namespace
 
 ExitCode run_job(const Options& options, MpiSession& mpi, SignalChannel& signals) {
+  // Placement first: an impossible request stops the job before anything is created.
+  std::optional<RankPlacement> placement = place_rank(options, mpi);
+  if (!placement) return ExitCode::kUsage;
+
   std::optional<EventLog> event_log;
   JobAgreement job = agree_on_job(options, mpi, event_log);
   if (job.status != ExitCode::kOk) return job.status;
@@ -141,7 +193,12 @@ ExitCode run_job(const Options& options, MpiSession& mpi, SignalChannel& signals
     logger()->error("{}", e.what());
   }
 
-  NodeSetup setup = set_up_node(options, mpi, job.job_tag);
+  // Events reach the role's sink once it exists; proxy decisions may come from set-up on.
+  std::function<void(const node_agent::SandboxEvent&)> sink;
+  auto on_egress = [&sink, &mpi, &options](const proxy::ProxyDecision& decision) {
+    if (sink) sink(egress_event(decision, mpi.rank(), options.index_offset));
+  };
+  NodeSetup setup = set_up_node(options, mpi, job.job_tag, *placement, on_egress);
   if (setup.failure.empty() && exec_helper.empty()) setup.failure = "oshpc-exec is missing";
   if (!setup.failure.empty()) {
     logger()->error("node {} cannot run sandboxes: {}", mpi.node_name(), setup.failure);
@@ -149,23 +206,24 @@ ExitCode run_job(const Options& options, MpiSession& mpi, SignalChannel& signals
   sys::make_directories(job.output_dir, 0755);
 
   std::unique_ptr<node_agent::SandboxRunner> runner;
-  RankOutcome outcome;
-  auto body = [&](node_agent::SandboxRunner::EventSink sink) {
-    if (setup.failure.empty()) {
-      runner = std::make_unique<node_agent::SandboxRunner>(
-          runner_config(options, mpi, job, setup, exec_helper), std::move(sink));
-    }
-  };
+  if (setup.failure.empty()) {
+    runner = std::make_unique<node_agent::SandboxRunner>(
+        runner_config(options, mpi, job, setup, exec_helper),
+        [&sink](node_agent::SandboxEvent&& e) { sink(e); });
+  }
+  LocalNode node{runner.get(), setup.proxy.get()};
 
+  RankOutcome outcome;
   if (mpi.rank() == 0) {
     Coordinator coordinator(options, mpi, signals, *event_log);
-    body([&](node_agent::SandboxEvent&& e) { coordinator.record(e); });
-    outcome = coordinator.run(runner.get(), setup);
+    sink = [&](const node_agent::SandboxEvent& e) { coordinator.record(e); };
+    outcome = coordinator.run(node, setup);
   } else {
     Worker worker(mpi, signals);
-    body([&](node_agent::SandboxEvent&& e) { worker.record(e); });
-    outcome = worker.run(runner.get(), setup);
+    sink = [&](const node_agent::SandboxEvent& e) { worker.record(e); };
+    outcome = worker.run(node, setup);
   }
+  sink = nullptr;
   runner.reset();
 
   wait_for_node_peers(mpi, signals, outcome.cancelled ? 1'000'000 : 0);

@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <cxxopts.hpp>
 
 #include "node-agent/root_layout.hpp"
@@ -21,7 +23,23 @@ cxxopts::Options make_parser() {
   parser.add_options()
     ("image", "squashfs file or root directory of the sandboxes", cxxopts::value<std::string>())
     ("n,count", "number of sandboxes", cxxopts::value<std::int64_t>())
-    ("cpus-per-sandbox", "CPUs per sandbox", cxxopts::value<int>()->default_value("1"))
+    ("cpus-per-sandbox", "cores per sandbox", cxxopts::value<int>()->default_value("1"))
+    ("gpus-per-sandbox", "GPUs per sandbox, all on the package of its CPUs",
+     cxxopts::value<int>()->default_value("0"))
+    ("mem-per-sandbox", "memory per sandbox for placement (e.g. 4G; best effort)",
+     cxxopts::value<std::string>())
+    ("placement", "pack (fill a package first) or spread (round-robin packages)",
+     cxxopts::value<std::string>()->default_value("pack"))
+    ("topology-xml", "plan against this hwloc XML machine description (with --plan)",
+     cxxopts::value<std::string>())
+    ("index-offset", "first sandbox index (for job-array slices)",
+     cxxopts::value<std::int64_t>()->default_value("0"))
+    ("seccomp", "system-call filter: default, strict or none",
+     cxxopts::value<std::string>()->default_value("default"))
+    ("policy", "egress policy YAML (network_policies); without it no egress at all",
+     cxxopts::value<std::string>())
+    ("upstream-proxy", "send allowed egress through this site proxy (http://HOST:PORT)",
+     cxxopts::value<std::string>())
     ("slots", "sandboxes running at once per rank (default: CPUs / cpus-per-sandbox)",
      cxxopts::value<int>())
     ("timeout", "seconds a sandbox may run before it is killed (0: no limit)",
@@ -85,6 +103,40 @@ void fill_run_options(const cxxopts::ParseResult& result, Options& options) {
     options.slots_per_rank = get<int>(result, "slots");
     require_positive("slots", *options.slots_per_rank);
   }
+  options.gpus_per_sandbox = get<int>(result, "gpus-per-sandbox");
+  if (options.gpus_per_sandbox < 0) throw UsageError("--gpus-per-sandbox must be 0 or more");
+  if (result.count("mem-per-sandbox")) {
+    options.mem_per_sandbox = parse_size("--mem-per-sandbox",
+                                         get<std::string>(result, "mem-per-sandbox"));
+  }
+  std::string placement = get<std::string>(result, "placement");
+  if (placement == "pack") {
+    options.placement = topo::PlacementPolicy::kPack;
+  } else if (placement == "spread") {
+    options.placement = topo::PlacementPolicy::kSpread;
+  } else {
+    throw UsageError("--placement must be pack or spread (got '" + placement + "')");
+  }
+  if (result.count("topology-xml")) {
+    options.topology_xml = get<std::string>(result, "topology-xml");
+    if (!result.count("plan")) {
+      throw UsageError("--topology-xml describes another machine: use it with --plan");
+    }
+  }
+  options.index_offset = get<std::int64_t>(result, "index-offset");
+  if (options.index_offset < 0) throw UsageError("--index-offset must be 0 or more");
+  try {
+    options.seccomp = seccomp::parse_seccomp_profile(get<std::string>(result, "seccomp"));
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(std::string("--seccomp: ") + e.what());
+  }
+  if (result.count("policy")) options.policy_path = get<std::string>(result, "policy");
+  if (result.count("upstream-proxy")) {
+    options.upstream_proxy = get<std::string>(result, "upstream-proxy");
+    if (options.policy_path.empty()) {
+      throw UsageError("--upstream-proxy needs --policy: without a policy no egress is allowed");
+    }
+  }
   options.timeout_seconds = get<double>(result, "timeout");
   if (!(options.timeout_seconds >= 0)) throw UsageError("--timeout must be 0 or more seconds");
 
@@ -141,6 +193,35 @@ std::pair<std::string, std::string> parse_env_assignment(const std::string& text
   }) && !std::isdigit(static_cast<unsigned char>(key[0]));
   if (!valid) throw UsageError("--env: '" + key + "' is not a valid variable name");
   return {key, text.substr(eq + 1)};
+}
+
+std::int64_t parse_size(const std::string& option, const std::string& text) {
+  std::size_t used = 0;
+  double number = 0;
+  try {
+    number = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  std::string unit = text.substr(used);
+  for (const char* suffix : {"iB", "i", "B"}) {
+    if (unit.size() > 1 && unit.size() >= std::strlen(suffix) &&
+        unit.compare(unit.size() - std::strlen(suffix), std::string::npos, suffix) == 0) {
+      unit.erase(unit.size() - std::strlen(suffix));
+      break;
+    }
+  }
+  static const std::string kUnits = "KMGT";
+  double scale = 1;
+  if (unit.size() == 1 && kUnits.find(static_cast<char>(std::toupper(unit[0]))) != std::string::npos) {
+    scale = std::pow(1024.0, 1 + static_cast<double>(kUnits.find(static_cast<char>(std::toupper(unit[0])))));
+  } else if (!unit.empty() && unit != "B") {
+    used = 0;
+  }
+  if (used == 0 || !(number >= 0)) {
+    throw UsageError(option + " expects a size like 512M or 4G (got '" + text + "')");
+  }
+  return static_cast<std::int64_t>(number * scale);
 }
 
 node_agent::BindMount parse_bind(const std::string& text) {

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "node-agent/sandbox_spec.hpp"
+#include "node-agent/seccomp/seccomp_filter.hpp"
+#include "topo/placement.hpp"
 #include "rootfs-cache/staging.hpp"
 
 namespace oshpc::launcher {
@@ -26,7 +28,15 @@ struct Options {
   std::string image;
   std::int64_t count = 0;
   int cpus_per_sandbox = 1;
+  int gpus_per_sandbox = 0;
+  std::int64_t mem_per_sandbox = 0;    // bytes; 0: no memory bound in placement
+  topo::PlacementPolicy placement = topo::PlacementPolicy::kPack;
+  std::string topology_xml;            // plan against this machine description (--plan only)
   std::optional<int> slots_per_rank;   // overrides the CPU-derived slot count
+  std::int64_t index_offset = 0;       // sandbox indices start here (job array slices)
+  seccomp::SeccompProfile seccomp = seccomp::SeccompProfile::kDefault;
+  std::string policy_path;             // egress policy; "" denies all egress (no proxy at all)
+  std::string upstream_proxy;          // chain allowed traffic through http://HOST:PORT
   double timeout_seconds = 0;          // 0: none
   node_agent::EnvironmentList environment;
   std::vector<node_agent::BindMount> binds;
@@ -50,6 +60,9 @@ std::string help_text();
 
 // Parses "KEY=VALUE"; throws UsageError naming the option.
 std::pair<std::string, std::string> parse_env_assignment(const std::string& text);
+
+// Parses a size: bytes, or with K, M, G, T (powers of 1024; "Ki", "KiB" too); throws UsageError.
+std::int64_t parse_size(const std::string& option, const std::string& text);
 
 // Parses "SRC:DST[:ro|rw]"; throws UsageError naming the option. Read-only by default.
 node_agent::BindMount parse_bind(const std::string& text);

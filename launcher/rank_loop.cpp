@@ -9,9 +9,11 @@
 
 namespace oshpc::launcher {
 
-SignalsSeen step_runner(node_agent::SandboxRunner* runner, SignalChannel& signals,
-                        int timeout_ms) {
+SignalsSeen step_node(const LocalNode& node, SignalChannel& signals, int timeout_ms) {
+  node_agent::SandboxRunner* runner = node.runner;
   std::vector<pollfd> fds = {{signals.fd(), POLLIN, 0}};
+  if (node.proxy) fds.push_back({node.proxy->epoll_fd(), POLLIN, 0});
+  const std::size_t first_runner_fd = fds.size();
   if (runner) {
     runner->append_poll_fds(fds);
     std::int64_t next_deadline_us = runner->enforce_timeouts();
@@ -22,8 +24,10 @@ SignalsSeen step_runner(node_agent::SandboxRunner* runner, SignalChannel& signal
   ::poll(fds.data(), fds.size(), timeout_ms);
 
   SignalsSeen seen = signals.drain();
+  // The proxy also keeps its own timeouts, so it is served on every step, ready or not.
+  if (node.proxy) node.proxy->handle_ready(0);
   if (runner) {
-    runner->handle_readable(fds, 1);
+    runner->handle_readable(fds, first_runner_fd);
     if (seen.child_exited) runner->reap();
     runner->enforce_timeouts();
     runner->start_ready();

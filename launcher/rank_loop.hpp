@@ -5,6 +5,7 @@
 #include "common/exit_codes.hpp"
 #include "launcher/signals.hpp"
 #include "node-agent/sandbox_runner.hpp"
+#include "proxy/egress_proxy.hpp"
 
 namespace oshpc::launcher {
 
@@ -13,9 +14,16 @@ struct RankOutcome {
   bool cancelled = false;
 };
 
-// Waits up to timeout_ms, reaps, reads reports, enforces timeouts and starts queued work.
-// `runner` may be null (a node that could not stage). Never throws.
-SignalsSeen step_runner(node_agent::SandboxRunner* runner, SignalChannel& signals, int timeout_ms);
+// What a rank serves locally: its sandboxes and, with a policy, its egress proxy. Either may
+// be null (a node that could not stage runs nothing).
+struct LocalNode {
+  node_agent::SandboxRunner* runner = nullptr;
+  proxy::EgressProxy* proxy = nullptr;
+};
+
+// Waits up to timeout_ms, reaps, reads reports, serves the proxy, enforces timeouts and starts
+// queued work. Never throws.
+SignalsSeen step_node(const LocalNode& node, SignalChannel& signals, int timeout_ms);
 
 // A node_failed event for this rank.
 node_agent::SandboxEvent node_failed_event(int rank, const std::string& node,

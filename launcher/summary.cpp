@@ -53,6 +53,10 @@ std::string summary_text(const Tally& tally, std::int64_t count, double wall_sec
     out += "  staging on " + staged.node + ": " + staged.method +
            format(", %.2f s\n", staged.seconds);
   }
+  if (tally.egress_allowed + tally.egress_denied > 0) {
+    out += "  egress: " + std::to_string(tally.egress_allowed) + " connections allowed, " +
+           std::to_string(tally.egress_denied) + " denied\n";
+  }
   for (const auto& failure : tally.node_failures) out += "  node failure: " + failure + "\n";
   for (const auto& warning : warnings) out += "  warning: " + warning + "\n";
   return out;

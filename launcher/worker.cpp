@@ -90,7 +90,8 @@ int Worker::receive_messages(node_agent::SandboxRunner& runner) {
   }
 }
 
-RankOutcome Worker::run(node_agent::SandboxRunner* runner, const NodeSetup& setup) {
+RankOutcome Worker::run(const LocalNode& node, const NodeSetup& setup) {
+  node_agent::SandboxRunner* runner = node.runner;
   if (setup.staged_event) record(*setup.staged_event);
   if (!runner) {
     record(node_failed_event(mpi_.rank(), mpi_.node_name(), setup.failure));
@@ -98,7 +99,7 @@ RankOutcome Worker::run(node_agent::SandboxRunner* runner, const NodeSetup& setu
     return {};
   }
   for (;;) {
-    SignalsSeen seen = step_runner(runner, signals_, request_outstanding_ ? 1 : 5);
+    SignalsSeen seen = step_node(node, signals_, request_outstanding_ ? 1 : 5);
     int stop = seen.stop_signal ? seen.stop_signal : receive_messages(*runner);
     if (stop) {
       runner->cancel_all();

@@ -20,7 +20,7 @@ class Worker {
   // Adds an event to the next batch. Never throws.
   void record(const node_agent::SandboxEvent& event);
   // Runs until rank 0 has no more work and everything here finished, or until cancelled.
-  RankOutcome run(node_agent::SandboxRunner* runner, const NodeSetup& setup);
+  RankOutcome run(const LocalNode& node, const NodeSetup& setup);
 
  private:
   void flush_events(bool force);

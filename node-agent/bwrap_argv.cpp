@@ -42,6 +42,9 @@ void append_own_mounts(std::vector<std::string>& argv, const SandboxProfile& pro
       "--bind", instance.workspace, kWorkspaceDir,
       "--ro-bind", profile.exec_helper, kExecHelperPath,
   });
+  if (instance.slot) {
+    argv.insert(argv.end(), instance.slot->device_args.begin(), instance.slot->device_args.end());
+  }
   for (const auto& bind : profile.binds) {
     argv.insert(argv.end(), {bind.writable ? "--bind" : "--ro-bind", bind.source,
                              bind.destination});
@@ -91,6 +94,9 @@ EnvironmentList sandbox_environment(const SandboxProfile& profile,
       {"OSHPC_NODE", instance.node},
       {"OSHPC_RANK", std::to_string(instance.rank)},
   };
+  if (instance.slot) {
+    for (const auto& [key, value] : instance.slot->environment) set_variable(env, key, value);
+  }
   for (const auto& [key, value] : profile.environment) {
     set_variable(env, key, expand_placeholders(value, instance));
   }
@@ -111,7 +117,9 @@ std::vector<std::string> build_bwrap_argv(const SandboxProfile& profile, const R
   for (auto& [key, value] : sandbox_environment(profile, instance)) {
     argv.insert(argv.end(), {"--setenv", key, value});
   }
-  if (profile.seccomp_fd) argv.insert(argv.end(), {"--seccomp", std::to_string(*profile.seccomp_fd)});
+  if (fds.seccomp >= 0) argv.insert(argv.end(), {"--seccomp", std::to_string(fds.seccomp)});
+  if (fds.info >= 0) argv.insert(argv.end(), {"--info-fd", std::to_string(fds.info)});
+  if (fds.block >= 0) argv.insert(argv.end(), {"--block-fd", std::to_string(fds.block)});
 
   argv.insert(argv.end(), {"--", kExecHelperPath, std::to_string(fds.exec_report), "--"});
   for (const auto& arg : profile.command) argv.push_back(expand_placeholders(arg, instance));

@@ -22,6 +22,9 @@ EnvironmentList sandbox_environment(const SandboxProfile& profile,
 // File descriptors the spawned bubblewrap inherits, by number in the spawning process.
 struct InheritedFds {
   int exec_report = -1;  // write end of the pipe oshpc-exec reports on
+  int seccomp = -1;      // a BPF program to read (--seccomp), or -1 for none
+  int info = -1;         // bubblewrap writes the sandbox's pid here (--info-fd), or -1
+  int block = -1;        // bubblewrap waits for a byte here before the command (--block-fd)
 };
 
 // The full argv: bwrap, its options, then oshpc-exec and the expanded command.

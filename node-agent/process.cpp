@@ -77,6 +77,7 @@ struct ChildPlan {
   char* const* argv;
   const SpawnOptions* options;
   const cpu_set_t* cpus;
+  const unsigned long* numa_mask;  // null: leave the memory policy alone
   int stdin_fd;
   volatile int* exec_errno;  // vfork shares our memory until exec: the child reports here
 };
@@ -91,6 +92,11 @@ struct ChildPlan {
   if (!options.cpus.empty() && ::sched_setaffinity(0, sizeof(cpu_set_t), plan.cpus) != 0) {
     *plan.exec_errno = errno;
     ::_exit(127);
+  }
+  if (plan.numa_mask) {
+    // Best effort: a kernel without NUMA support or a restricted mems set refuses it, and the
+    // sandbox then runs with the default policy rather than not at all.
+    ::syscall(SYS_set_mempolicy, 2 /* MPOL_BIND */, plan.numa_mask, 8 * sizeof(unsigned long) * 16);
   }
   if (!move_fd(plan.stdin_fd, 0) || !move_fd(options.stdout_fd, 1) ||
       !move_fd(options.stderr_fd, 2)) {
@@ -117,8 +123,14 @@ ChildProcess spawn_process(const std::vector<std::string>& argv, const SpawnOpti
 
   sys::UniqueFd dev_null;
   if (options.stdin_fd < 0) dev_null = sys::open_file("/dev/null", O_RDONLY);
+  unsigned long numa_mask[16] = {};
+  bool bind_memory = options.numa_node >= 0 && options.numa_node < 16 * 64;
+  if (bind_memory) {
+    auto node = static_cast<unsigned>(options.numa_node);
+    numa_mask[node / 64] |= 1UL << (node % 64);
+  }
   volatile int exec_errno = 0;
-  const ChildPlan plan{c_argv.data(), &options, &cpus,
+  const ChildPlan plan{c_argv.data(), &options, &cpus, bind_memory ? numa_mask : nullptr,
                        options.stdin_fd < 0 ? dev_null.get() : options.stdin_fd, &exec_errno};
 
   pid_t pid = ::vfork();

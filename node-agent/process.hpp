@@ -16,6 +16,7 @@ struct SpawnOptions {
   int stderr_fd = -1;  // -1: inherit
   std::vector<int> inherit_fds;  // kept open across exec at the same numbers; all others closed
   std::vector<int> cpus;         // CPU affinity for the child (empty: inherit)
+  int numa_node = -1;            // bind the child's memory to this NUMA node (best effort)
   bool new_process_group = false;
 };
 

@@ -9,6 +9,7 @@ std::string_view event_type_name(EventType type) {
     case EventType::kExited: return "exited";
     case EventType::kFailed: return "failed";
     case EventType::kNodeFailed: return "node_failed";
+    case EventType::kEgress: return "egress";
   }
   return "unknown";
 }

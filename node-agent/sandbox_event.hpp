@@ -14,6 +14,7 @@ enum class EventType : std::uint8_t {
   kExited,       // terminal: the command ended (exit code or signal)
   kFailed,       // terminal: the sandbox did not run to completion (see FailureReason)
   kNodeFailed,   // per node: the node cannot run sandboxes (its work goes elsewhere)
+  kEgress,       // a sandbox's connection through the egress proxy: allowed or denied
 };
 
 enum class FailureReason : std::uint8_t {
@@ -46,8 +47,18 @@ struct SandboxEvent {
   std::string message;               // failed / node_failed: one line for a person
   std::string method;                // image_staged: mount, extract or directory
   std::string cpus;                  // started: cpu list it runs on ("0-3,8"), if pinned
+  std::string gpus;                  // started: its GPUs, comma-separated (UUIDs or indices)
   double seconds = 0;                // image_staged: staging time
   std::int64_t bytes_from_shared = 0;  // image_staged: bytes this node read from the image file
+  // egress: the proxy's decision on one connection (message holds the reason)
+  bool allowed = false;
+  std::string host;
+  std::int32_t port = 0;
+  std::string request_method;        // CONNECT, GET, ...
+  std::string rule;                  // the policy entry that matched
+  std::int32_t status = 0;           // the proxy's own HTTP answer, if it sent one
+  std::int64_t bytes_up = 0;
+  std::int64_t bytes_down = 0;
 };
 
 inline bool is_terminal(EventType type) {

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <stdexcept>
@@ -42,6 +43,12 @@ struct SandboxRunner::Running {
   bool timed_out = false;
   bool cancelled = false;
   std::string stderr_path;
+  // With attach_network: bubblewrap reports the sandbox pid on info_fd, then waits on block_fd.
+  sys::UniqueFd info_fd;
+  sys::UniqueFd block_fd;
+  std::string info_buffer;
+  bool network_attached = false;
+  std::string attach_error;
 };
 
 namespace {
@@ -99,7 +106,7 @@ std::string cpu_list_text(const std::vector<int>& cpus) {
 
 SandboxRunner::SandboxRunner(RunnerConfig config, EventSink sink)
     : config_(std::move(config)), sink_(std::move(sink)) {
-  if (config_.slot_cpus.empty()) throw std::invalid_argument("a sandbox runner needs slots");
+  if (config_.slots.empty()) throw std::invalid_argument("a sandbox runner needs slots");
   // Slot 0 is handed out first: pop_back takes from the end.
   for (int slot = slot_count() - 1; slot >= 0; --slot) free_slots_.push_back(slot);
 }
@@ -138,13 +145,14 @@ void SandboxRunner::start_one(std::int64_t index, int slot) {
   sandbox->slot = slot;
   sandbox->spawn_mono_us = clock::mono_us();
   SandboxInstance& instance = sandbox->instance;
-  instance.id = sandbox_id(config_.job_tag, index);
-  instance.index = index;
+  // Internally (queue, events) indices run 0..count-1; the sandbox sees the offset one.
+  instance.index = index + config_.index_offset;
+  instance.id = sandbox_id(config_.job_tag, instance.index);
   instance.count = config_.count;
   instance.node = config_.node;
   instance.rank = config_.rank;
   instance.workspace = config_.workspace_root + "/" + instance.id;
-  instance.cpus = config_.slot_cpus[static_cast<std::size_t>(slot)];
+  instance.slot = &config_.slots[static_cast<std::size_t>(slot)];
 
   try {
     sys::make_directories(instance.workspace, 0700);
@@ -161,21 +169,40 @@ void SandboxRunner::start_one(std::int64_t index, int slot) {
     }
     sys::Pipe report = sys::make_pipe();
     sys::set_nonblocking(report.read_end.get(), true);
-
     InheritedFds fds{report.write_end.get()};
-    auto argv = build_bwrap_argv(config_.profile, config_.layout, instance, fds, ::getuid(),
-                                 ::getgid());
     SpawnOptions options;
     options.stdout_fd = out_fd.get();
     options.stderr_fd = err_fd.get();
     options.inherit_fds = {report.write_end.get()};
-    if (config_.profile.seccomp_fd) options.inherit_fds.push_back(*config_.profile.seccomp_fd);
-    options.cpus = instance.cpus;
+
+    sys::UniqueFd seccomp;
+    if (config_.seccomp_reader) {
+      seccomp = config_.seccomp_reader();
+      fds.seccomp = seccomp.get();
+      options.inherit_fds.push_back(seccomp.get());
+    }
+    sys::Pipe info, block;
+    if (config_.attach_network) {
+      info = sys::make_pipe();
+      block = sys::make_pipe();
+      sys::set_nonblocking(info.read_end.get(), true);
+      fds.info = info.write_end.get();
+      fds.block = block.read_end.get();
+      options.inherit_fds.push_back(fds.info);
+      options.inherit_fds.push_back(fds.block);
+    }
+
+    auto argv = build_bwrap_argv(config_.profile, config_.layout, instance, fds, ::getuid(),
+                                 ::getgid());
+    options.cpus = instance.slot->cpus;
+    options.numa_node = instance.slot->numa;
     // Its own process group: a signal meant for this rank's group (mpirun, srun) must reach
     // the agent, which then stops the sandbox and records why, not the sandbox directly.
     options.new_process_group = true;
     sandbox->process = spawn_process(argv, options);
     sandbox->report_fd = std::move(report.read_end);
+    sandbox->info_fd = std::move(info.read_end);
+    sandbox->block_fd = std::move(block.write_end);
   } catch (const std::exception& e) {
     free_slots_.push_back(slot);
     sys::remove_tree(instance.workspace);
@@ -191,6 +218,7 @@ void SandboxRunner::start_one(std::int64_t index, int slot) {
 void SandboxRunner::append_poll_fds(std::vector<pollfd>& fds) const {
   for (const auto& [pid, sandbox] : running_) {
     if (sandbox->report_fd.is_open()) fds.push_back({sandbox->report_fd.get(), POLLIN, 0});
+    if (sandbox->info_fd.is_open()) fds.push_back({sandbox->info_fd.get(), POLLIN, 0});
   }
 }
 
@@ -201,6 +229,10 @@ void SandboxRunner::handle_readable(const std::vector<pollfd>& fds, std::size_t 
     for (auto& [pid, sandbox] : running_) {
       if (sandbox->report_fd.get() == fds[i].fd) {
         read_reports(*sandbox);
+        break;
+      }
+      if (sandbox->info_fd.is_open() && sandbox->info_fd.get() == fds[i].fd) {
+        read_info(*sandbox);
         break;
       }
     }
@@ -230,6 +262,39 @@ void SandboxRunner::read_reports(Running& sandbox) {
   }
 }
 
+// bubblewrap's --info-fd JSON names the sandbox's pid once its namespaces exist; the network
+// is attached then, and only afterwards is bubblewrap let go on (--block-fd) to run the command.
+void SandboxRunner::read_info(Running& sandbox) {
+  char buf[256];
+  for (;;) {
+    ssize_t n = ::read(sandbox.info_fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    if (n == 0) {
+      sandbox.info_fd.reset();
+      break;
+    }
+    sandbox.info_buffer.append(buf, static_cast<std::size_t>(n));
+  }
+  auto key = sandbox.info_buffer.find("\"child-pid\"");
+  if (sandbox.network_attached || key == std::string::npos) return;
+  auto colon = sandbox.info_buffer.find(':', key);
+  auto end = sandbox.info_buffer.find_first_of(",}", colon);
+  if (colon == std::string::npos || end == std::string::npos) return;  // not complete yet
+  pid_t pid = static_cast<pid_t>(std::atol(sandbox.info_buffer.c_str() + colon + 1));
+
+  sandbox.network_attached = true;
+  try {
+    config_.attach_network(sandbox.instance.id, pid);
+    sys::write_all(sandbox.block_fd.get(), "x", "the sandbox's start signal");
+  } catch (const std::exception& e) {
+    sandbox.attach_error = e.what();
+    sandbox.process.signal(SIGKILL);
+  }
+  sandbox.block_fd.reset();
+  sandbox.info_fd.reset();
+}
+
 void SandboxRunner::reap() {
   std::vector<std::pair<pid_t, int>> finished;
   for (const auto& [pid, sandbox] : running_) {
@@ -250,6 +315,9 @@ void SandboxRunner::finish(pid_t pid, int wait_status) {
   if (sandbox.report_fd.is_open()) read_reports(sandbox);
 
   sink_(terminal_event(sandbox, wait_status));
+  if (sandbox.network_attached && config_.detach_network) {
+    config_.detach_network(sandbox.instance.id);
+  }
   if (!config_.keep_workspaces && !sys::remove_tree(sandbox.instance.workspace)) {
     logger()->warn("cannot remove workspace {} completely", sandbox.instance.workspace);
   }
@@ -260,12 +328,13 @@ SandboxEvent SandboxRunner::make_event(EventType type, const Running& sandbox) c
   SandboxEvent event;
   event.type = type;
   event.wall_us = clock::wall_us();
-  event.index = sandbox.instance.index;
+  event.index = sandbox.instance.index - config_.index_offset;
   event.rank = config_.rank;
   event.pid = sandbox.process.pid();
   if (type == EventType::kStarted) {
     event.start_latency_us = sandbox.report.started_mono_us - sandbox.spawn_mono_us;
-    event.cpus = cpu_list_text(sandbox.instance.cpus);
+    event.cpus = cpu_list_text(sandbox.instance.slot->cpus);
+    event.gpus = sandbox.instance.slot->gpus;
   }
   return event;
 }
@@ -289,6 +358,9 @@ SandboxEvent SandboxRunner::terminal_event(Running& sandbox, int wait_status) co
     } else {
       event.exit_code = WEXITSTATUS(report.wait_status);
     }
+  } else if (!sandbox.attach_error.empty()) {
+    event.reason = FailureReason::kSpawnFailed;
+    event.message = "cannot connect the sandbox to the egress proxy: " + sandbox.attach_error;
   } else if (sandbox.cancelled) {
     event.reason = FailureReason::kCancelled;
     event.message = "the job was stopped before the sandbox finished";

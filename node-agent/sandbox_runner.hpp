@@ -16,6 +16,7 @@
 
 #include "node-agent/root_layout.hpp"
 #include "node-agent/sandbox_event.hpp"
+#include "common/sys.hpp"
 #include "node-agent/sandbox_spec.hpp"
 
 namespace oshpc::node_agent {
@@ -27,11 +28,20 @@ struct RunnerConfig {
   std::string node;
   int rank = 0;
   std::int64_t count = 0;            // sandboxes in the whole job
+  std::int64_t index_offset = 0;     // the first sandbox's index (job-array slices)
   std::string workspace_root;        // node-local; one sub-directory per sandbox
   std::string output_dir;            // per sandbox <dir>/<id>/stdout, stderr; "" for none
   std::int64_t timeout_us = 0;       // per sandbox; 0 for none
-  std::vector<std::vector<int>> slot_cpus;  // one entry per slot; an empty list means unpinned
+  std::vector<SlotResources> slots;  // one entry per slot (at least one)
   bool keep_workspaces = false;
+  // A fresh descriptor of the seccomp BPF program for each sandbox (empty: no filter).
+  std::function<sys::UniqueFd()> seccomp_reader;
+  // Called once the sandbox's namespaces exist and before its command runs, with the pid of a
+  // process inside it (the egress proxy opens the sandbox's loopback listener here). Throwing
+  // fails that sandbox. Empty: sandboxes start without waiting.
+  std::function<void(const std::string& sandbox_id, pid_t pid)> attach_network;
+  // Called when a sandbox attached with attach_network has ended.
+  std::function<void(const std::string& sandbox_id)> detach_network;
 };
 
 class SandboxRunner {
@@ -45,7 +55,7 @@ class SandboxRunner {
   SandboxRunner& operator=(const SandboxRunner&) = delete;
 
   void enqueue(std::int64_t first_index, std::int64_t count);
-  int slot_count() const { return static_cast<int>(config_.slot_cpus.size()); }
+  int slot_count() const { return static_cast<int>(config_.slots.size()); }
   int running() const { return static_cast<int>(running_.size()); }
   std::size_t queued() const;
   bool is_idle() const { return running_.empty() && queued() == 0; }
@@ -79,6 +89,7 @@ class SandboxRunner {
   std::int64_t pop_index();
   void start_one(std::int64_t index, int slot);
   void read_reports(Running& sandbox);
+  void read_info(Running& sandbox);
   void finish(pid_t pid, int wait_status);
   SandboxEvent make_event(EventType type, const Running& sandbox) const;
   SandboxEvent terminal_event(Running& sandbox, int wait_status) const;

@@ -30,7 +30,15 @@ struct SandboxProfile {
   std::vector<BindMount> binds;   // user binds, after validation
   EnvironmentList environment;    // user environment (placeholders not yet expanded)
   std::vector<std::string> command;  // COMMAND [ARG...] (placeholders not yet expanded)
-  std::optional<int> seccomp_fd;  // BPF program for --seccomp, when enabled
+};
+
+// What one slot gives the sandbox running in it, from the node's placement (topo/).
+struct SlotResources {
+  std::vector<int> cpus;                    // host CPUs (empty: unpinned)
+  int numa = -1;                            // memory node to bind to (-1: none)
+  std::vector<std::string> device_args;     // bubblewrap args binding its GPU device nodes
+  EnvironmentList environment;              // CUDA_VISIBLE_DEVICES and the like
+  std::string gpus;                         // for events: its GPUs, "0,1" or UUIDs
 };
 
 // One sandbox instance: who it is and where its files go.
@@ -41,7 +49,7 @@ struct SandboxInstance {
   std::string node;
   int rank = 0;
   std::string workspace;  // host directory bound writable at /sandbox
-  std::vector<int> cpus;  // host CPUs it may run on (empty: inherit)
+  const SlotResources* slot = nullptr;  // where it runs (never null once placed)
 };
 
 // Where a sandbox sees itself and its tools.

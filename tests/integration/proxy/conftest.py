@@ -18,7 +18,8 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[3]
 TEST_USER = "oshpc"
 # Shared by root and the test user, so not under pytest's private tmp dir.
-WORK_ROOT = pathlib.Path("/var/tmp/oshpc-proxy-tests")
+# One per user: root's run and an ordinary user's run of the suite must not share it.
+WORK_ROOT = pathlib.Path(f"/var/tmp/oshpc-proxy-tests-{os.getuid()}")
 
 
 def _build_dir():

@@ -103,9 +103,26 @@ TEST_CASE("user binds come after the image root and keep their mode") {
   CHECK(has_sequence(argv, {"--bind", "/results", "/out"}));
 }
 
-TEST_CASE("a seccomp program is passed by descriptor when enabled") {
-  auto p = profile();
-  p.seccomp_fd = 11;
-  auto argv = build_bwrap_argv(p, RootLayout{}, instance(), {9}, 0, 0);
+TEST_CASE("seccomp, info and block descriptors are passed when given") {
+  InheritedFds fds{9, 11, 12, 13};
+  auto argv = build_bwrap_argv(profile(), RootLayout{}, instance(), fds, 0, 0);
   CHECK(has_sequence(argv, {"--seccomp", "11"}));
+  CHECK(has_sequence(argv, {"--info-fd", "12"}));
+  CHECK(has_sequence(argv, {"--block-fd", "13"}));
+  auto plain = build_bwrap_argv(profile(), RootLayout{}, instance(), {9}, 0, 0);
+  CHECK(std::find(plain.begin(), plain.end(), "--seccomp") == plain.end());
+}
+
+TEST_CASE("a slot's GPU devices and environment reach the sandbox") {
+  SlotResources slot;
+  slot.device_args = {"--dev-bind-try", "/dev/nvidia3", "/dev/nvidia3"};
+  slot.environment = {{"CUDA_VISIBLE_DEVICES", "GPU-abc"}};
+  auto i = instance();
+  i.slot = &slot;
+  auto argv = build_bwrap_argv(profile(), RootLayout{}, i, {9}, 0, 0);
+  CHECK(has_sequence(argv, {"--dev-bind-try", "/dev/nvidia3", "/dev/nvidia3"}));
+  CHECK(has_sequence(argv, {"--setenv", "CUDA_VISIBLE_DEVICES", "GPU-abc"}));
+  // Device nodes are bound after the fresh /dev exists.
+  CHECK(std::find(argv.begin(), argv.end(), "/dev/nvidia3") - argv.begin() >
+        std::find(argv.begin(), argv.end(), "--dev") - argv.begin());
 }
