@@ -121,8 +121,10 @@ def wait_for(predicate, timeout=30, interval=0.1):
     return False
 
 
-def my_processes(name):
-    """Live (non-zombie) processes of this user whose command name is `name`."""
+def my_processes(name, mentioning=None):
+    """Live (non-zombie) processes of this user whose command name is `name` and, if given,
+    whose command line mentions `mentioning` (a test's own cache directory, so that other
+    jobs on the machine do not count)."""
     found = []
     uid = os.getuid()
     for entry in pathlib.Path("/proc").iterdir():
@@ -139,6 +141,13 @@ def my_processes(name):
             continue
         if int(fields.get("Uid", "-1").split()[0]) != uid:
             continue
+        if mentioning is not None:
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if str(mentioning) not in cmdline:
+                continue
         found.append(int(entry.name))
     return found
 

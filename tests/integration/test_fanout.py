@@ -24,8 +24,9 @@ def check_every_index_once(job, count):
 
 
 def check_nothing_left(fanout, job):
-    assert wait_for(lambda: not my_processes("bwrap"), timeout=10), "bwrap processes left"
-    assert not my_processes("squashfuse_ll"), "squashfuse left running"
+    cache = fanout.cache_dir
+    assert wait_for(lambda: not my_processes("bwrap", cache), timeout=10), "bwrap processes left"
+    assert not my_processes("squashfuse_ll", cache), "squashfuse left running"
     assert not mounts_under(fanout.cache_dir), "mounts left in the cache dir"
     jobs = fanout.cache_dir / "jobs"
     assert not jobs.exists() or not any(jobs.iterdir()), f"job state left: {list(jobs.iterdir())}"
@@ -191,7 +192,7 @@ def test_sigterm_stops_everything_and_every_sandbox_gets_its_end(fanout):
     cancelled = [e for e in job.terminal() if e.get("reason") == "cancelled"]
     assert len(cancelled) == count, [e for e in job.terminal() if e.get("reason") != "cancelled"]
     assert "cancelled" in job.stderr
-    assert wait_for(lambda: not my_processes("sleep"), timeout=10), "sandbox processes left"
+    assert wait_for(lambda: not my_processes("sleep", "60"), timeout=10), "sandbox processes left"
     check_nothing_left(fanout, job)
 
 
