@@ -54,7 +54,7 @@ void EventLog::count(const SandboxEvent& event) {
       break;
     case EventType::kStarted:
       ++tally_.started;
-      tally_.start_latencies_us.push_back(static_cast<std::int32_t>(event.start_latency_us));
+      tally_.start_latency.add(event.start_latency_us);
       break;
     case EventType::kExited:
       if (event.signal == 0 && event.exit_code == 0) {

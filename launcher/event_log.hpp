@@ -9,6 +9,7 @@
 
 #include "common/sys.hpp"
 #include "launcher/event_json.hpp"
+#include "launcher/latency_histogram.hpp"
 #include "node-agent/sandbox_event.hpp"
 
 namespace oshpc::launcher {
@@ -25,7 +26,7 @@ struct Tally {
   std::int64_t failed = 0;      // exited non-zero, killed, or failed
   std::int64_t cancelled = 0;   // failed with reason cancelled (also counted in failed)
   std::int64_t infrastructure_failures = 0;  // spawn_failed / node_failed
-  std::vector<std::int32_t> start_latencies_us;
+  LatencyHistogram start_latency;
   std::vector<NodeStaging> staging;
   std::vector<std::string> node_failures;
   std::int64_t egress_allowed = 0;

@@ -19,14 +19,6 @@ std::string format(const char* fmt, double a, double b = 0, double c = 0) {
 
 }  // namespace
 
-std::int64_t percentile(std::vector<std::int32_t> values, double p) {
-  if (values.empty()) return 0;
-  auto rank = static_cast<std::size_t>(std::ceil(p / 100.0 * static_cast<double>(values.size())));
-  rank = std::clamp<std::size_t>(rank, 1, values.size()) - 1;
-  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(rank), values.end());
-  return values[rank];
-}
-
 std::string progress_text(const Tally& tally, std::int64_t count, double elapsed_seconds) {
   std::int64_t finished = tally.succeeded + tally.failed;
   std::int64_t running = std::max<std::int64_t>(0, tally.started - finished);
@@ -46,8 +38,9 @@ std::string summary_text(const Tally& tally, std::int64_t count, double wall_sec
   double finished = static_cast<double>(tally.succeeded + tally.failed);
   out += format("  wall time: %.2f s, %.1f sandboxes/s\n", wall_seconds,
                 wall_seconds > 0 ? finished / wall_seconds : 0);
-  const auto& lat = tally.start_latencies_us;
-  auto ms = [&](double p) { return static_cast<double>(percentile(lat, p)) / 1000.0; };
+  auto ms = [&](double p) {
+    return static_cast<double>(tally.start_latency.percentile(p)) / 1000.0;
+  };
   out += format("  start latency: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms\n", ms(50), ms(95), ms(99));
   for (const auto& staged : tally.staging) {
     out += "  staging on " + staged.node + ": " + staged.method +

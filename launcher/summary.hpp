@@ -6,11 +6,10 @@
 #include <vector>
 
 #include "launcher/event_log.hpp"
+#include "launcher/latency_histogram.hpp"
 
 namespace oshpc::launcher {
 
-// The p-th percentile (0..100) of values, nearest-rank; 0 for none. Sorts a copy.
-std::int64_t percentile(std::vector<std::int32_t> values, double p);
 
 // "running 12, finished 180/200 (failed 3), 95.2/s". Never fails.
 std::string progress_text(const Tally& tally, std::int64_t count, double elapsed_seconds);

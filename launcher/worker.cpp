@@ -1,53 +1,14 @@
 #include "launcher/worker.hpp"
 
-#include "common/clock.hpp"
 #include "launcher/work_protocol.hpp"
 
 namespace oshpc::launcher {
-namespace {
 
-// A batch leaves when it is this big or this old: large enough to keep rank 0's message rate
-// low at scale, young enough for a live view of the job.
-constexpr std::size_t kBatchBytes = 64 * 1024;
-constexpr std::int64_t kBatchAgeUs = 20'000;
-
-}  // namespace
-
-Worker::Worker(const MpiSession& mpi, SignalChannel& signals) : mpi_(mpi), signals_(signals) {}
-
-Worker::~Worker() {
-  for (auto& sent : in_flight_) MPI_Wait(&sent.request, MPI_STATUS_IGNORE);
-}
-
-void Worker::record(const node_agent::SandboxEvent& event) {
-  if (batch_.empty()) batch_opened_us_ = clock::mono_us();
-  encode_event(batch_, event);
-}
-
-void Worker::flush_events(bool force) {
-  // Retire completed sends first, so their buffers can go.
-  for (auto it = in_flight_.begin(); it != in_flight_.end();) {
-    int done = 0;
-    MPI_Test(&it->request, &done, MPI_STATUS_IGNORE);
-    it = done ? in_flight_.erase(it) : std::next(it);
-  }
-  if (batch_.empty()) return;
-  if (!force && batch_.size() < kBatchBytes && clock::mono_us() - batch_opened_us_ < kBatchAgeUs) {
-    return;
-  }
-  in_flight_.push_back({MPI_REQUEST_NULL, std::move(batch_)});
-  batch_.clear();
-  auto& sent = in_flight_.back();
-  MPI_Isend(sent.data.data(), static_cast<int>(sent.data.size()), MPI_CHAR, 0, kTagEvents,
-            MPI_COMM_WORLD, &sent.request);
-  if (force) {
-    for (auto& pending : in_flight_) MPI_Wait(&pending.request, MPI_STATUS_IGNORE);
-    in_flight_.clear();
-  }
-}
+Worker::Worker(const MpiSession& mpi, SignalChannel& signals)
+    : mpi_(mpi), signals_(signals), events_(0, kTagEvents, MPI_COMM_WORLD) {}
 
 void Worker::send_done(bool cancelled) {
-  flush_events(true);
+  events_.flush(true);
   std::int64_t flag = cancelled ? 1 : 0;
   MPI_Send(&flag, 1, MPI_INT64_T, 0, kTagRankDone, MPI_COMM_WORLD);
 }
@@ -108,7 +69,7 @@ RankOutcome Worker::run(const LocalNode& node, const NodeSetup& setup) {
     }
     request_work(*runner);
     runner->start_ready();
-    flush_events(false);
+    events_.flush(false);
     if (no_more_work_ && runner->is_idle()) {
       send_done(false);
       return {};

@@ -2,10 +2,7 @@
 // events to rank 0 in batches.
 #pragma once
 
-#include <list>
-#include <string>
-
-#include "launcher/event_codec.hpp"
+#include "launcher/event_batcher.hpp"
 #include "launcher/mpi_session.hpp"
 #include "launcher/node_setup.hpp"
 #include "launcher/rank_loop.hpp"
@@ -15,15 +12,13 @@ namespace oshpc::launcher {
 class Worker {
  public:
   Worker(const MpiSession& mpi, SignalChannel& signals);
-  ~Worker();
 
   // Adds an event to the next batch. Never throws.
-  void record(const node_agent::SandboxEvent& event);
+  void record(const node_agent::SandboxEvent& event) { events_.record(event); }
   // Runs until rank 0 has no more work and everything here finished, or until cancelled.
   RankOutcome run(const LocalNode& node, const NodeSetup& setup);
 
  private:
-  void flush_events(bool force);
   void send_done(bool cancelled);
   void request_work(const node_agent::SandboxRunner& runner);
   // Handles messages from rank 0; returns a signal number when told to stop.
@@ -31,13 +26,7 @@ class Worker {
 
   const MpiSession& mpi_;
   SignalChannel& signals_;
-  std::string batch_;
-  std::int64_t batch_opened_us_ = 0;
-  struct InFlight {
-    MPI_Request request;
-    std::string data;
-  };
-  std::list<InFlight> in_flight_;
+  EventBatcher events_;
   bool request_outstanding_ = false;
   bool no_more_work_ = false;
 };

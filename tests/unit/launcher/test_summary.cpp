@@ -4,13 +4,22 @@
 
 using namespace oshpc::launcher;
 
-TEST_CASE("percentiles use the nearest rank") {
-  std::vector<std::int32_t> values = {5, 1, 4, 2, 3, 6, 7, 8, 9, 10};
-  CHECK(percentile(values, 50) == 5);
-  CHECK(percentile(values, 95) == 10);
-  CHECK(percentile(values, 99) == 10);
-  CHECK(percentile(values, 0) == 1);
-  CHECK(percentile({}, 50) == 0);
+TEST_CASE("percentiles use the nearest rank and are exact for small values") {
+  LatencyHistogram histogram;
+  for (int v : {5, 1, 4, 2, 3, 6, 7, 8, 9, 10}) histogram.add(v);
+  CHECK(histogram.percentile(50) == 5);
+  CHECK(histogram.percentile(95) == 10);
+  CHECK(histogram.percentile(0) == 1);
+  CHECK(LatencyHistogram().percentile(50) == 0);
+}
+
+TEST_CASE("large latencies keep about 1.6% precision in fixed memory") {
+  LatencyHistogram histogram;
+  for (std::int64_t v = 1; v <= 1'000'000; ++v) histogram.add(v * 10);
+  CHECK(histogram.count() == 1'000'000);
+  CHECK(histogram.percentile(50) == Approx(5'000'000).epsilon(0.016));
+  CHECK(histogram.percentile(99) == Approx(9'900'000).epsilon(0.016));
+  CHECK(histogram.percentile(50) <= 5'000'000);
 }
 
 TEST_CASE("the summary reports counts, rate, latencies and staging") {
@@ -18,7 +27,8 @@ TEST_CASE("the summary reports counts, rate, latencies and staging") {
   tally.succeeded = 8;
   tally.failed = 2;
   tally.cancelled = 1;
-  tally.start_latencies_us = {10000, 20000};
+  tally.start_latency.add(10000);
+  tally.start_latency.add(20000);
   tally.staging = {{"n0", "mount", 0.5}};
   auto text = summary_text(tally, 10, 2.0, {"a warning"});
   CHECK_THAT(text, Catch::Contains("ok 8, failed 2 (cancelled 1)"));
