@@ -77,6 +77,25 @@ std::int64_t sandboxes_of_rank(const std::vector<int>& slots_per_rank, int rank,
   return full_waves * mine + std::clamp<std::int64_t>(rest - before, 0, mine);
 }
 
+// Each rank's lines come wave by wave, slots_per_rank[r] lines a wave; interleaving them wave
+// by wave restores index order without parsing a line.
+void print_in_index_order(const std::vector<std::string>& per_rank,
+                          const std::vector<int>& slots_per_rank) {
+  std::vector<std::size_t> cursor(per_rank.size(), 0);
+  bool more = true;
+  while (more) {
+    more = false;
+    for (std::size_t r = 0; r < per_rank.size(); ++r) {
+      for (int line = 0; line < slots_per_rank[r] && cursor[r] < per_rank[r].size(); ++line) {
+        std::size_t end = per_rank[r].find('\n', cursor[r]);
+        std::fwrite(per_rank[r].data() + cursor[r], 1, end + 1 - cursor[r], stdout);
+        cursor[r] = end + 1;
+        more = true;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int print_plan(const Options& options, const MpiSession& mpi) {
@@ -110,18 +129,23 @@ int print_plan(const Options& options, const MpiSession& mpi) {
       lines += '\n';
     }
   }
+  // The node's one-line summary comes from its leader, for all sandboxes of the node.
+  std::int64_t on_node = 0;
+  MPI_Reduce(&mine, &on_node, 1, MPI_INT64_T, MPI_SUM, 0, mpi.node_comm());
   nlohmann::json summary = {{"plan", "rank"},
                             {"rank", mpi.rank()},
                             {"node", mpi.node_name()},
                             {"slots", my_slots},
-                            {"sandboxes", mine},
-                            {"summary", placement->node_plan.summary(mine)}};
-  lines += summary.dump() + '\n';
+                            {"sandboxes", mine}};
+  if (mpi.is_node_leader()) summary["node_summary"] = placement->node_plan.summary(on_node);
+  std::string tail = summary.dump() + '\n';
 
-  auto all = gather_strings(lines, mpi);
+  auto all_lines = gather_strings(lines, mpi);
+  auto all_tails = gather_strings(tail, mpi);
   if (mpi.rank() != 0) return 0;
   std::printf("%s\n", job.dump().c_str());
-  for (const auto& rank_lines : all) std::fputs(rank_lines.c_str(), stdout);
+  print_in_index_order(all_lines, slots_per_rank);
+  for (const auto& rank_tail : all_tails) std::fputs(rank_tail.c_str(), stdout);
   return 0;
 }
 

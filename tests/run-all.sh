@@ -8,6 +8,8 @@ image=$(realpath "${2:?usage: run-all.sh BUILD_DIR IMAGE}")
 here=$(cd "$(dirname "$0")" && pwd)
 test_user=${OSHPC_TEST_USER:-oshpc}
 export OSHPC_BUILD_DIR=$build OSHPC_IMAGE=$image OSHPC_TEST_IMAGE=$image
+# Real machine descriptions (hwloc XML) live in shared/ beside the repository.
+export OSHPC_TOPOLOGY_DIR=$(realpath -m "$here/../../shared/data/topologies")
 
 echo "== unit tests"
 (cd "$build" && ctest --output-on-failure -L unit)
@@ -38,6 +40,6 @@ if [[ $(id -u) -eq 0 ]]; then
   chmod 755 "$copy"
   echo "== integration tests as $test_user"
   runuser -u "$test_user" -- env -i PATH="$PATH" HOME="/home/$test_user" \
-    OSHPC_BUILD_DIR="$copy/build" OSHPC_IMAGE="$copy/image.sqsh" OSHPC_TEST_IMAGE="$copy/image.sqsh" \
+    OSHPC_BUILD_DIR="$copy/build" OSHPC_IMAGE="$copy/image.sqsh" OSHPC_TEST_IMAGE="$copy/image.sqsh" OSHPC_TOPOLOGY_DIR="$OSHPC_TOPOLOGY_DIR" \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider "$copy/tests/integration"
 fi
