@@ -80,6 +80,9 @@ JobAgreement agree_on_job(const Options& options, const MpiSession& mpi,
   return agreement;
 }
 
+// Where a sandbox finds its UNIX socket to the egress proxy.
+constexpr const char* kSandboxProxySocket = "/run/oshpc/proxy.sock";
+
 node_agent::RunnerConfig runner_config(const Options& options, const MpiSession& mpi,
                                        const JobAgreement& job, NodeSetup& setup,
                                        const std::string& exec_helper) {
@@ -111,7 +114,22 @@ node_agent::RunnerConfig runner_config(const Options& options, const MpiSession&
       egress->add_listener(proxy::open_listener_in_sandbox(pid, proxy::kSandboxProxyPort, helper),
                            id);
     };
-    config.detach_network = [egress](const std::string& id) { egress->remove_sandbox(id); };
+    // Each sandbox also gets its own UNIX socket to the proxy at kSandboxProxySocket, for
+    // clients that speak to a proxy socket rather than a TCP port.
+    std::string socket_dir = setup.job_dir + "/p" + std::to_string(mpi.rank());
+    auto socket_of = [socket_dir](const std::string& id) {
+      return socket_dir + "/" + id.substr(id.rfind('-') + 1) + ".s";
+    };
+    config.prepare_network = [egress, socket_of](const std::string& id) {
+      std::string path = socket_of(id);
+      egress->listen_unix(path, id);
+      return std::vector<std::string>{"--bind", path, kSandboxProxySocket};
+    };
+    config.detach_network = [egress, socket_of](const std::string& id) {
+      egress->remove_sandbox(id);
+      ::unlink(socket_of(id).c_str());
+    };
+    config.profile.environment.emplace_back("OSHPC_PROXY_SOCKET", kSandboxProxySocket);
     for (const auto& assignment : proxy::proxy_environment(proxy::kSandboxProxyPort)) {
       auto eq = assignment.find('=');
       config.profile.environment.emplace_back(assignment.substr(0, eq), assignment.substr(eq + 1));

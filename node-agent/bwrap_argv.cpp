@@ -45,6 +45,7 @@ void append_own_mounts(std::vector<std::string>& argv, const SandboxProfile& pro
   if (instance.slot) {
     argv.insert(argv.end(), instance.slot->device_args.begin(), instance.slot->device_args.end());
   }
+  argv.insert(argv.end(), instance.mount_args.begin(), instance.mount_args.end());
   for (const auto& bind : profile.binds) {
     argv.insert(argv.end(), {bind.writable ? "--bind" : "--ro-bind", bind.source,
                              bind.destination});

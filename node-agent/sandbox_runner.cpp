@@ -192,6 +192,7 @@ void SandboxRunner::start_one(std::int64_t index, int slot) {
       options.inherit_fds.push_back(fds.block);
     }
 
+    if (config_.prepare_network) instance.mount_args = config_.prepare_network(instance.id);
     auto argv = build_bwrap_argv(config_.profile, config_.layout, instance, fds, ::getuid(),
                                  ::getgid());
     options.cpus = instance.slot->cpus;
@@ -205,6 +206,7 @@ void SandboxRunner::start_one(std::int64_t index, int slot) {
     sandbox->block_fd = std::move(block.write_end);
   } catch (const std::exception& e) {
     free_slots_.push_back(slot);
+    if (config_.detach_network) config_.detach_network(instance.id);
     sys::remove_tree(instance.workspace);
     fail_unstarted(index, FailureReason::kSpawnFailed, e.what());
     return;
@@ -315,7 +317,7 @@ void SandboxRunner::finish(pid_t pid, int wait_status) {
   if (sandbox.report_fd.is_open()) read_reports(sandbox);
 
   sink_(terminal_event(sandbox, wait_status));
-  if (sandbox.network_attached && config_.detach_network) {
+  if (config_.detach_network) {
     config_.detach_network(sandbox.instance.id);
   }
   if (!config_.keep_workspaces && !sys::remove_tree(sandbox.instance.workspace)) {

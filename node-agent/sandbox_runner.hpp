@@ -36,11 +36,14 @@ struct RunnerConfig {
   bool keep_workspaces = false;
   // A fresh descriptor of the seccomp BPF program for each sandbox (empty: no filter).
   std::function<sys::UniqueFd()> seccomp_reader;
+  // Called before a sandbox is spawned; returns its own extra bubblewrap mount arguments (the
+  // proxy's UNIX socket for it). Throwing fails that sandbox. Empty: none.
+  std::function<std::vector<std::string>(const std::string& sandbox_id)> prepare_network;
   // Called once the sandbox's namespaces exist and before its command runs, with the pid of a
   // process inside it (the egress proxy opens the sandbox's loopback listener here). Throwing
   // fails that sandbox. Empty: sandboxes start without waiting.
   std::function<void(const std::string& sandbox_id, pid_t pid)> attach_network;
-  // Called when a sandbox attached with attach_network has ended.
+  // Called when a sandbox prepared or attached above has ended (or failed to start).
   std::function<void(const std::string& sandbox_id)> detach_network;
 };
 

@@ -50,6 +50,7 @@ struct SandboxInstance {
   int rank = 0;
   std::string workspace;  // host directory bound writable at /sandbox
   const SlotResources* slot = nullptr;  // where it runs (never null once placed)
+  std::vector<std::string> mount_args;  // its own extra mounts (e.g. its proxy socket)
 };
 
 // Where a sandbox sees itself and its tools.

@@ -62,7 +62,11 @@ network_policies:
     script = (f"curl -sS -m 10 http://{host}:{port}/; "
               "curl -sS -m 10 -o /dev/null -w '%{http_code}\\n' http://example.com/; "
               "python3 -c \"import socket; socket.create_connection(('1.1.1.1', 80), 3)\" "
-              "2>&1 | tail -1")
+              "2>&1 | tail -1; "
+              "python3 -c \"import os, socket; s = socket.socket(socket.AF_UNIX); "
+              "s.connect(os.environ['OSHPC_PROXY_SOCKET']); "
+              f"s.sendall(b'GET http://{host}:{port}/ HTTP/1.1\\r\\nHost: {host}\\r\\n\\r\\n'); "
+              "print(s.makefile('rb').read().decode().splitlines()[-1])\"")
     job = fanout.run(["-n", "2", "--policy", str(policy), "-q", "--", "sh", "-c", script],
                      ranks=2)
     assert job.returncode == exit_codes.OK, job.stderr
@@ -71,11 +75,12 @@ network_policies:
         assert lines[0] == "hello from the host"
         assert lines[1] == "403"
         assert "Network is unreachable" in lines[2]
+        assert lines[3] == "hello from the host"  # through the sandbox's UNIX socket too
 
     egress = job.of_type("egress")
     allowed = [e for e in egress if e["allowed"]]
     denied = [e for e in egress if not e["allowed"]]
-    assert sorted(e["index"] for e in allowed) == [0, 1]
+    assert sorted(e["index"] for e in allowed) == [0, 0, 1, 1]
     assert sorted(e["index"] for e in denied) == [0, 1]
     for event in allowed:
         assert event["host"] == host and event["port"] == port
