@@ -69,6 +69,7 @@ def test_sandbox_profile(fanout):
         "grep ^CapEff /proc/self/status",
         "grep ^Cpus_allowed_list /proc/self/status",
         "python3 -c 'import socket; s=socket.socket(); s.connect((\"1.1.1.1\", 80))' 2>&1 | tail -1",
+        "grep -m1 -o 'bind:[0-9]*' /proc/self/numa_maps || echo no-numa-maps",
     ])
     job = fanout.run(["-n", "1", "-q", "--", "sh", "-c", probe])
     assert job.returncode == exit_codes.OK, job.stderr
@@ -83,6 +84,7 @@ def test_sandbox_profile(fanout):
     started = job.of_type("started")[0]
     assert lines[7].split()[1] == started["cpus"]         # pinned where the event says
     assert "Network is unreachable" in lines[8]
+    assert lines[9].startswith("bind:") or lines[9] == "no-numa-maps"  # memory on its node
 
 
 def test_identity_self_keeps_uid(fanout):
@@ -180,13 +182,14 @@ def test_bad_images(fanout, tmp_path, kind):
     assert not mounts_under(fanout.cache_dir)
 
 
-def test_sigterm_stops_everything_and_every_sandbox_gets_its_end(fanout):
+@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_stops_everything_and_every_sandbox_gets_its_end(fanout, signo):
     count = 40
     proc, name = fanout.start(["-n", str(count), "--", "sleep", "60"], ranks=4)
     events = fanout.workdir / f"oshpc-{name}" / "events.jsonl"
     assert wait_for(lambda: events.exists() and events.read_text().count('"started"') >= 4,
                     timeout=60), "sandboxes never started"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signo)
     job = fanout.finish(proc, name)
     check_every_index_once(job, count)
     cancelled = [e for e in job.terminal() if e.get("reason") == "cancelled"]
