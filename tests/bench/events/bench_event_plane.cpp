@@ -3,12 +3,13 @@
 // records and writes them as JSON Lines with the real EventLog, as the coordinator does.
 //
 //   mpirun -np 2 bench_event_plane [--nodes 20000] [--per-node 64] [--egress 2]
-//                                  [--events FILE] [--json]
+//                                  [--events FILE] [--transport-only] [--json]
 //
 // Each simulated node sends one image_staged; each sandbox sends started, --egress egress
 // events and exited. Rank 0 reports events/s over the wall time of the stream and over its
 // own busy time (receive + decode + record + write, not the idle polling), the bytes written,
-// and the peak RSS of rank 0 and of the largest generating rank.
+// and the peak RSS of rank 0 and of the largest generating rank. --transport-only is the
+// baseline: rank 0 receives the same batches and does nothing with them (the MPI ceiling).
 #include <mpi.h>
 #include <sys/resource.h>
 
@@ -42,6 +43,7 @@ struct Config {
   int egress = 2;  // egress events per sandbox
   std::string events = "/dev/null";
   bool json = false;
+  bool transport_only = false;
 };
 
 Config parse(int argc, char** argv) {
@@ -63,6 +65,8 @@ Config parse(int argc, char** argv) {
       config.egress = std::stoi(value());
     } else if (arg == "--events") {
       config.events = value();
+    } else if (arg == "--transport-only") {
+      config.transport_only = true;
     } else if (arg == "--json") {
       config.json = true;
     } else {
@@ -208,11 +212,13 @@ Ingest ingest(const Config& config, int size) {
     buffer.resize(static_cast<std::size_t>(bytes));
     MPI_Recv(buffer.data(), bytes, MPI_CHAR, status.MPI_SOURCE, launcher::kTagEvents,
              MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-    launcher::decode_batch(buffer.data(), buffer.size(), [&](const SandboxEvent& event) {
-      log.record(event);
-      ++result.events;
-    });
-    log.flush();
+    if (!config.transport_only) {
+      launcher::decode_batch(buffer.data(), buffer.size(), [&](const SandboxEvent& event) {
+        log.record(event);
+        ++result.events;
+      });
+      log.flush();
+    }
     ++result.batches;
     result.batch_bytes += bytes;
     result.last_us = mono_us();
@@ -238,7 +244,7 @@ void report(const Config& config, int size, const Ingest& in, std::int64_t gener
         "\"wall_s\":%.3f,\"busy_s\":%.3f,\"cpu_s\":%.3f,\"events_per_s_wall\":%.0f,"
         "\"events_per_s_busy\":%.0f,\"batches_per_s\":%.0f,\"bytes_written\":%lld,"
         "\"json_bytes_per_event\":%.1f,\"rss_rank0_kib\":%lld,\"rss_generator_kib\":%lld,"
-        "\"events_file\":\"%s\"}\n",
+        "\"events_file\":\"%s\",\"transport_only\":%s}\n",
         size, static_cast<long long>(config.nodes), static_cast<long long>(config.per_node),
         static_cast<long long>(sandboxes), static_cast<long long>(in.events),
         static_cast<long long>(generated), static_cast<long long>(in.terminal),
@@ -247,10 +253,12 @@ void report(const Config& config, int size, const Ingest& in, std::int64_t gener
         wall_s, busy_s, in.cpu_s, rate_wall, rate_busy, static_cast<double>(in.batches) / wall_s,
         static_cast<long long>(in.written),
         static_cast<double>(in.written) / static_cast<double>(std::max<std::int64_t>(1, in.events)),
-        static_cast<long long>(rss0), static_cast<long long>(rss_gen_max), config.events.c_str());
+        static_cast<long long>(rss0), static_cast<long long>(rss_gen_max), config.events.c_str(),
+        config.transport_only ? "true" : "false");
     return;
   }
-  std::printf("event plane: %lld nodes x %lld sandboxes = %lld sandboxes, %d ranks, events to %s\n",
+  std::printf("event plane%s: %lld nodes x %lld sandboxes = %lld sandboxes, %d ranks, events to %s\n",
+              config.transport_only ? " (transport only)" : "",
               static_cast<long long>(config.nodes), static_cast<long long>(config.per_node),
               static_cast<long long>(sandboxes), size, config.events.c_str());
   std::printf("  events received   %lld (sent %lld; terminal %lld)\n",
@@ -302,6 +310,10 @@ int main(int argc, char** argv) {
   int rc = 0;
   if (rank == 0) {
     std::int64_t gen_max = *std::max_element(all_rss.begin() + 1, all_rss.end());
+    if (config.transport_only) {
+      in.events = total_generated;  // not decoded: what the generators sent
+      in.terminal = config.nodes * config.per_node;
+    }
     report(config, size, in, total_generated, all_rss[0], gen_max);
     if (in.events != total_generated || in.terminal != config.nodes * config.per_node) {
       std::fprintf(stderr, "bench_event_plane: lost events: received %lld of %lld\n",
