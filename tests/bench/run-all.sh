@@ -85,22 +85,27 @@ transport only|--nodes $nodes --transport-only
 JSON to /dev/null|--nodes $nodes --events /dev/null
 JSON to tmpfs|--nodes $nodes --events $file
 JSON to /dev/null, 1/4 job|--nodes $quarter --events /dev/null
+small batches, transport only|--nodes $nodes --sandboxes-per-batch 1 --transport-only
+small batches, JSON to /dev/null|--nodes $nodes --sandboxes-per-batch 1 --events /dev/null
 EOF
   section "Event plane: rank 0 ingest (20,000 nodes x 64 sandboxes, 4 events each)" \
     "$(mpirun_np 2) $build/bin/bench_event_plane --nodes $nodes [--events FILE] [--transport-only]"
   $python - "$out/events.jsonl" >>"$results" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("| run | events | events/s (wall) | events/s (rank 0 busy) | bytes written | "
-      "rank 0 peak RSS | generator peak RSS |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| run | events | batches/s | events/s (wall) | events/s (rank 0 busy) | "
+      "events/s (rank 0 CPU) | bytes written | rank 0 peak RSS | generator peak RSS |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
     what = ("transport only (baseline)" if r["transport_only"]
             else f"JSON to {r['events_file']}")
     if r["nodes"] < max(x["nodes"] for x in rows):
         what += f", {r['nodes']} nodes"
-    print(f"| {what} | {r['events']:,} | {r['events_per_s_wall']:,.0f} | "
-          f"{r['events_per_s_busy']:,.0f} | {r['bytes_written']:,} | "
+    if r["sandboxes_per_batch"]:
+        what += f", {r['sandboxes_per_batch']} sandbox per batch ({r['mean_batch_bytes']:.0f} B)"
+    print(f"| {what} | {r['events']:,} | {r['batches_per_s']:,.0f} | {r['events_per_s_wall']:,.0f} | "
+          f"{r['events_per_s_busy']:,.0f} | {r['events_per_s_cpu']:,.0f} | "
+          f"{r['bytes_written']:,} | "
           f"{r['rss_rank0_kib'] / 1024:.1f} MiB | {r['rss_generator_kib'] / 1024:.1f} MiB |")
 PY
   $python - "$out/events.jsonl" >"$out/events.dat" <<'PY'
@@ -110,7 +115,10 @@ for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip()):
         "/dev/null" if r["events_file"] == "/dev/null" else "tmpfs")
     if r["nodes"] < 20000 and not r["transport_only"]:
         label += f" ({r['nodes']} nodes)"
-    print(f"\"{label}\" {r['events_per_s_wall'] / 1e6:.3f} {r['events_per_s_busy'] / 1e6:.3f}")
+    if r["sandboxes_per_batch"]:
+        label += ", small"
+    print(f"\"{label}\" {r['events_per_s_wall'] / 1e6:.3f} {r['events_per_s_busy'] / 1e6:.3f} "
+          f"{r['events_per_s_cpu'] / 1e6:.3f}")
 PY
   plot "event-plane" "$out/events.dat" <<'GP'
 set title "Event plane: events/s ingested and written by rank 0 (one core)"
@@ -123,6 +131,7 @@ set yrange [0:*]
 set key top right
 set xtics noenhanced
 plot DAT using 2:xtic(1) title "over wall time", '' using 3 title "over rank 0 busy time", \
+     '' using 4 title "over rank 0 CPU time", \
      1 with lines dashtype 2 lw 2 title "goal 1 M/s"
 GP
 }
@@ -216,7 +225,7 @@ main() {
   rm -f "$out/events.err" "$out/gnuplot.err"
   have_gnuplot=0
   ensure_gnuplot && have_gnuplot=1
-  ensure_targets bench_event_plane bench_topo_plan oshpc-proxy-harness
+  ensure_targets bench_event_plane bench_topo_plan oshpc-proxy-harness oshpc-seccomp-export
   echo "Benchmarks run by \`tests/bench/run-all.sh $build $image\`." >>"$results"
 
   bench_events
