@@ -349,7 +349,10 @@ SandboxEvent SandboxRunner::terminal_event(Running& sandbox, int wait_status) co
   SandboxEvent event = make_event(EventType::kFailed, sandbox);
   event.pid = 0;
   event.duration_us = now - began;
-  if (report.has_status) {
+  // When we killed the sandbox, its reporter may still see the command die of that SIGKILL
+  // before it dies itself; that is our kill, not the command's own end.
+  bool killed_by_us = sandbox.cancelled || sandbox.timed_out;
+  if (report.has_status && (!killed_by_us || WIFEXITED(report.wait_status))) {
     // The command ended on its own, even if a cancel or timeout raced with it.
     event.type = EventType::kExited;
     event.cpu_user_us = report.user_us;
