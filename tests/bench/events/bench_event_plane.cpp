@@ -15,6 +15,7 @@
 // batches leave by age (20 ms) rather than size: many small messages instead of few large.
 #include <mpi.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -87,6 +88,13 @@ std::int64_t peak_rss_kib() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return usage.ru_maxrss;
+}
+
+// This thread's CPU time: the cost of processing, without polling or time on a busy CPU's queue.
+std::int64_t thread_cpu_ns() {
+  timespec now{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return static_cast<std::int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
 }
 
 double cpu_seconds() {
@@ -236,6 +244,7 @@ struct Ingest {
   std::int64_t first_us = 0;
   std::int64_t last_us = 0;
   std::int64_t busy_us = 0;
+  std::int64_t busy_cpu_ns = 0;
   std::int64_t terminal = 0;
   double cpu_s = 0;
   std::int64_t written = 0;
@@ -269,6 +278,7 @@ Ingest ingest(const Config& config, int size) {
       continue;
     }
     if (result.first_us == 0) result.first_us = begin;
+    std::int64_t cpu_begin = thread_cpu_ns();
     int bytes = 0;
     MPI_Get_count(&status, MPI_CHAR, &bytes);
     buffer.resize(static_cast<std::size_t>(bytes));
@@ -285,6 +295,7 @@ Ingest ingest(const Config& config, int size) {
     result.batch_bytes += bytes;
     result.last_us = mono_us();
     result.busy_us += result.last_us - begin;
+    result.busy_cpu_ns += thread_cpu_ns() - cpu_begin;
   }
   result.cpu_s = cpu_seconds() - cpu_before;
   result.written = bytes_written() - written_before;
@@ -298,8 +309,9 @@ void report(const Config& config, int size, const Ingest& in, std::int64_t gener
   double busy_s = static_cast<double>(in.busy_us) / 1e6;
   double rate_wall = static_cast<double>(in.events) / wall_s;
   double rate_busy = static_cast<double>(in.events) / busy_s;
-  // On a shared machine, rank 0's CPU time is the fairest "one core" figure.
-  double rate_cpu = static_cast<double>(in.events) / in.cpu_s;
+  // On a shared machine, rank 0's CPU time while processing is the fairest "one core" figure
+  // (its total CPU time also counts the busy polling of MPI_Probe while it waits).
+  double rate_cpu = static_cast<double>(in.events) / (static_cast<double>(in.busy_cpu_ns) / 1e9);
   std::int64_t sandboxes = config.nodes * config.per_node;
   if (config.json) {
     std::printf(
@@ -336,7 +348,8 @@ void report(const Config& config, int size, const Ingest& in, std::int64_t gener
   std::printf("  rank 0 wall       %.3f s  -> %.0f events/s\n", wall_s, rate_wall);
   std::printf("  rank 0 busy       %.3f s  -> %.0f events/s (receive+decode+record+write)\n",
               busy_s, rate_busy);
-  std::printf("  rank 0 cpu        %.3f s  -> %.0f events/s\n", in.cpu_s, rate_cpu);
+  std::printf("  rank 0 cpu        %.3f s processing -> %.0f events/s (%.3f s in all, polling too)\n",
+              static_cast<double>(in.busy_cpu_ns) / 1e9, rate_cpu, in.cpu_s);
   std::printf("  bytes written     %lld (%.1f per event)\n", static_cast<long long>(in.written),
               static_cast<double>(in.written) / static_cast<double>(std::max<std::int64_t>(1, in.events)));
   std::printf("  peak RSS          rank 0 %lld KiB, generating rank (max) %lld KiB\n",
