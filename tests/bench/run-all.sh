@@ -126,14 +126,15 @@ for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip()):
 PY
   plot "event-plane" "$out/events.dat" <<'GP'
 set title "Event plane: events/s ingested and written by rank 0 (one core)"
-set ylabel "million events/s"
+set ylabel "million events/s (log scale)"
+set logscale y
+set yrange [0.02:40]
+set xtics rotate by -20 noenhanced
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
 set boxwidth 0.9
-set yrange [0:*]
 set key top right
-set xtics noenhanced
 plot DAT using 2:xtic(1) title "over wall time", '' using 3 title "over rank 0 busy time", \
      '' using 4 title "over rank 0 CPU time processing", \
      1 with lines dashtype 2 lw 2 title "goal 1 M/s"
