@@ -97,6 +97,7 @@ void record_holder(int fd) {
 }
 
 // Field 22 of /proc/PID/stat: the start time, which tells a live owner from a reused pid.
+// "" for a zombie (a killed launcher nobody reaped yet is dead all the same).
 std::string process_start_time(pid_t pid) {
   std::string stat = read_small_file("/proc/" + std::to_string(pid) + "/stat");
   auto close = stat.rfind(')');
@@ -104,6 +105,7 @@ std::string process_start_time(pid_t pid) {
   std::istringstream fields(stat.substr(close + 2));
   std::string field;
   for (int i = 3; i <= 22 && fields >> field; ++i) {
+    if (i == 3 && (field == "Z" || field == "X")) return "";
     if (i == 22) return field;
   }
   return "";
