@@ -157,20 +157,31 @@ def mounts_under(path: Path) -> list[str]:
         return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
 
 
-def sandbox_processes(cluster) -> list[str]:
-    names = ("bwrap", "sleep", "squashfuse", "squashfuse_ll", "oshpc-fanout", "oshpc-exec")
-    return [p for p in cluster.processes_of()
-            if os.path.basename(p.split()[1]) in names]
+def job_processes(cluster, work: Path, marker: str) -> list[str]:
+    """Processes of the job user that belong to this test: their command line names its
+    directory (oshpc-fanout, bwrap, squashfuse) or their environment holds its marker (the
+    sandboxes' commands). Other jobs of the same user may run on the machine meanwhile."""
+    found = []
+    for line in cluster.processes_of():
+        pid = line.split()[0]
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue  # gone, or a zombie
+        if str(work) in cmdline or marker in environ:
+            found.append(line)
+    return found
 
 
 @pytest.mark.parametrize("launcher", ["srun", "mpirun"])
 def test_scancel_leaves_nothing_and_ends_every_sandbox(slurm_cluster, install,
                                                        slurm_shared_dir, launcher):
-    assert sandbox_processes(slurm_cluster) == [], "processes of the job user before the test"
     count, work = 24, slurm_shared_dir
+    marker = f"OSHPC_TEST_MARK=scancel-{launcher}-{time.time_ns()}"
     start = {"srun": "srun --mpi=pmix -n4", "mpirun": "mpirun --bind-to none"}[launcher]
     argv = " ".join(install.argv(work, "cancel", "--slots", "2", "-n", str(count),
-                                 "--", "sleep", "60"))
+                                 "--env", marker, "--", "sleep", "60"))
     script = f"#!/bin/bash\n#SBATCH -N1 -n4 -o {work}/cancel.out\n{start} {argv}\necho rc=$?\n"
     job = slurm_cluster.submit_batch(script, wait=False)
     events_path = work / "cancel.jsonl"
@@ -181,8 +192,8 @@ def test_scancel_leaves_nothing_and_ends_every_sandbox(slurm_cluster, install,
     slurm_cluster.cancel(job.job_id)
     slurm_cluster.wait_job_gone(job.job_id, timeout=30)
 
-    assert wait_for(lambda: sandbox_processes(slurm_cluster) == [], timeout=10), \
-        sandbox_processes(slurm_cluster)
+    left = lambda: job_processes(slurm_cluster, work, marker)
+    assert wait_for(lambda: left() == [], timeout=10), left()
     assert mounts_under(work / "cache") == []
     jobs = work / "cache" / "jobs"
     assert not jobs.exists() or list(jobs.iterdir()) == [], list(jobs.iterdir())
