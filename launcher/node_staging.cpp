@@ -25,16 +25,15 @@ auto logger() { return log::get("rootfs-cache"); }
 // previous one travels and the leaders write it.
 constexpr std::size_t kChunk = 8 << 20;
 
-enum class StageFrom { kBroadcast, kShared };
+using rootfs_cache::StageFrom;
 
 // LIMITATION: read from OSHPC_STAGE_FROM until oshpc-fanout has a --stage-from option.
 StageFrom stage_from_setting() {
   const char* value = std::getenv("OSHPC_STAGE_FROM");
-  if (value && std::strcmp(value, "shared") == 0) return StageFrom::kShared;
-  if (value && *value && std::strcmp(value, "broadcast") != 0) {
-    logger()->warn("OSHPC_STAGE_FROM={} is neither shared nor broadcast; broadcasting", value);
-  }
-  return StageFrom::kBroadcast;
+  if (!value || !*value) return StageFrom::kBroadcast;
+  auto from = rootfs_cache::parse_stage_from(value);
+  if (!from) logger()->warn("OSHPC_STAGE_FROM={} is neither shared nor broadcast", value);
+  return from.value_or(StageFrom::kBroadcast);
 }
 
 // LIMITATION: read from OSHPC_STAGE_LOCK_TIMEOUT (seconds) until there is an option.

@@ -228,6 +228,12 @@ std::optional<StageMethod> parse_stage_method(const std::string& text) {
   return std::nullopt;
 }
 
+std::optional<StageFrom> parse_stage_from(const std::string& text) {
+  if (text == "broadcast") return StageFrom::kBroadcast;
+  if (text == "shared") return StageFrom::kShared;
+  return std::nullopt;
+}
+
 ImageInfo inspect_image(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {

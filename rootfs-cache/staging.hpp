@@ -23,6 +23,13 @@ enum class StageMethod { kAuto, kMount, kExtract };
 // Parses "auto", "mount" or "extract"; std::nullopt for anything else.
 std::optional<StageMethod> parse_stage_method(const std::string& text);
 
+// Where node leaders get the image bytes: from rank 0 over MPI (the image file is read once
+// per job), or each from the image file itself.
+enum class StageFrom { kBroadcast, kShared };
+
+// Parses "broadcast" or "shared"; std::nullopt for anything else.
+std::optional<StageFrom> parse_stage_from(const std::string& text);
+
 struct ImageInfo {
   std::string path;  // absolute
   bool is_directory = false;

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "common/sys.hpp"
+#include "rootfs-cache/image_import.hpp"
 #include "rootfs-cache/staging.hpp"
 
 using namespace oshpc::rootfs_cache;
@@ -276,4 +277,37 @@ TEST_CASE("programs are looked up inside the root") {
   CHECK(rootfs_has_program(dir.path, "sh"));
   CHECK(rootfs_has_program(dir.path, "/bin/sh"));
   CHECK_FALSE(rootfs_has_program(dir.path, "bash"));
+}
+
+TEST_CASE("image metadata round-trips through IMAGE.json") {
+  TempDir dir;
+  std::string image = dir.path + "/x.sqsh";
+  CHECK(load_image_metadata(image).env.empty());  // no file: no defaults
+
+  ImageMetadata metadata;
+  metadata.env = {"PATH=/usr/bin", "LANG=C.UTF-8"};
+  metadata.working_dir = "/app";
+  metadata.args = {"python3", "-m", "app"};
+  metadata.source = "oci:/x:v1";
+  std::ofstream(metadata_path(image)) << metadata_json(metadata);
+  auto loaded = load_image_metadata(image);
+  CHECK(loaded.env == metadata.env);
+  CHECK(loaded.working_dir == "/app");
+  CHECK(loaded.args == metadata.args);
+
+  std::ofstream(metadata_path(image)) << R"({"oshpc_image_metadata": 1, "env": ["NOEQUALS"]})";
+  CHECK_THROWS_WITH(load_image_metadata(image), Catch::Contains("not KEY=VALUE"));
+  std::ofstream(metadata_path(image)) << "{not json";
+  CHECK_THROWS_AS(load_image_metadata(image), ImageError);
+}
+
+TEST_CASE("import sources are checked before any tool runs") {
+  TempDir dir;
+  CHECK_THROWS_WITH(import_source("docker://debian"), Catch::Contains("expected docker-archive"));
+  CHECK_THROWS_WITH(import_source("oci:" + dir.path + "/none:v1"),
+                    Catch::Contains("No such file"));
+  CHECK(import_source("oci:" + dir.path + ":v1") == "oci:" + dir.path + ":v1");
+  CHECK(import_source("dir:" + dir.path) == "rootfs:" + dir.path);  // no manifest.json
+  std::ofstream(dir.path + "/manifest.json") << "{}";
+  CHECK(import_source("dir:" + dir.path) == "dir:" + dir.path);
 }
