@@ -42,6 +42,9 @@ std::string make_job_tag(const Options& options) {
 struct JobAgreement {
   ExitCode status = ExitCode::kOk;
   std::string job_tag;
+  // Unique to this run even when job tags repeat (the same --job-name in every task of an
+  // array): names the node-local state, which one run must never share with another.
+  std::string run_id;
   std::string output_dir;
   std::string events_path;
 };
@@ -55,6 +58,11 @@ JobAgreement agree_on_job(const Options& options, const MpiSession& mpi,
       rootfs_cache::inspect_image(options.image);
       if (!options.policy_path.empty()) proxy::load_policy_file(options.policy_path);
       agreement.job_tag = make_job_tag(options);
+      std::random_device random;
+      char unique[32];
+      std::snprintf(unique, sizeof unique, ".%d.%08x", static_cast<int>(::getpid()),
+                    static_cast<unsigned>(random()));
+      agreement.run_id = agreement.job_tag + unique;
       agreement.output_dir =
           options.output_dir.empty() ? "oshpc-" + agreement.job_tag : options.output_dir;
       sys::make_directories(agreement.output_dir, 0755);
@@ -76,6 +84,7 @@ JobAgreement agree_on_job(const Options& options, const MpiSession& mpi,
   agreement.status = static_cast<ExitCode>(status);
   if (status != 0) return agreement;
   agreement.job_tag = broadcast_string(agreement.job_tag, 0, MPI_COMM_WORLD);
+  agreement.run_id = broadcast_string(agreement.run_id, 0, MPI_COMM_WORLD);
   agreement.output_dir = broadcast_string(agreement.output_dir, 0, MPI_COMM_WORLD);
   return agreement;
 }
@@ -216,7 +225,7 @@ ExitCode run_job(const Options& options, MpiSession& mpi, SignalChannel& signals
   auto on_egress = [&sink, &mpi, &options](const proxy::ProxyDecision& decision) {
     if (sink) sink(egress_event(decision, mpi.rank(), options.index_offset));
   };
-  NodeSetup setup = set_up_node(options, mpi, job.job_tag, *placement, on_egress);
+  NodeSetup setup = set_up_node(options, mpi, job.run_id, *placement, on_egress);
   if (setup.failure.empty() && exec_helper.empty()) setup.failure = "oshpc-exec is missing";
   if (!setup.failure.empty()) {
     logger()->error("node {} cannot run sandboxes: {}", mpi.node_name(), setup.failure);

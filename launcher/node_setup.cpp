@@ -24,12 +24,12 @@ std::unique_ptr<proxy::EgressProxy> start_proxy(const Options& options,
 
 }  // namespace
 
-NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::string& job_tag,
+NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::string& run_id,
                       const RankPlacement& placement, proxy::DecisionCallback on_egress) {
   NodeSetup setup;
   std::string cache_dir =
       options.cache_dir.empty() ? rootfs_cache::default_cache_dir() : options.cache_dir;
-  setup.job_dir = cache_dir + "/jobs/" + job_tag;
+  setup.job_dir = cache_dir + "/jobs/" + run_id;
   setup.workspace_root = setup.job_dir + "/rank-" + std::to_string(mpi.rank());
 
   stage_on_node(options, mpi, setup);

@@ -20,7 +20,7 @@
 namespace oshpc::launcher {
 
 struct NodeSetup {
-  std::string job_dir;         // <cache>/jobs/<job tag>, shared by the node's ranks
+  std::string job_dir;         // <cache>/jobs/<run id>, shared by the node's ranks
   std::string workspace_root;  // <job_dir>/rank-<r>
   std::optional<rootfs_cache::StagedImage> staged;  // held by the node leader only
   std::string rootfs;          // empty when the node failed
@@ -35,7 +35,7 @@ struct NodeSetup {
 // Collective over the node communicator. Never throws: a failure is recorded in `failure`
 // and logged, so the rest of the job can go on without this node. Egress decisions are
 // reported through on_egress.
-NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::string& job_tag,
+NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::string& run_id,
                       const RankPlacement& placement, proxy::DecisionCallback on_egress);
 
 // Removes the rank's workspaces; the node leader also unmounts and removes the job directory.

@@ -24,6 +24,10 @@ SignalsSeen step_node(const LocalNode& node, SignalChannel& signals, int timeout
   ::poll(fds.data(), fds.size(), timeout_ms);
 
   SignalsSeen seen = signals.drain();
+  // A stop comes first: a scheduler signals every process of the job at once, so sandboxes
+  // that died of that same signal must be reaped by the cancellation (and reported as
+  // cancelled), and no new sandbox may start in the slots they freed.
+  if (seen.stop_signal) return seen;
   // The proxy also keeps its own timeouts, so it is served on every step, ready or not.
   if (node.proxy) node.proxy->handle_ready(0);
   if (runner) {

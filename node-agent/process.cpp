@@ -38,11 +38,15 @@ bool move_fd(int from, int to) {
 
 }  // namespace
 
-ChildProcess::ChildProcess(ChildProcess&& other) noexcept : pid_(other.release()) {}
+ChildProcess::ChildProcess(ChildProcess&& other) noexcept
+    : leads_group_(other.leads_group_) {
+  pid_ = other.release();
+}
 
 ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept {
   if (this != &other) {
     this->~ChildProcess();
+    leads_group_ = other.leads_group_;
     pid_ = other.release();
   }
   return *this;
@@ -51,13 +55,17 @@ ChildProcess& ChildProcess::operator=(ChildProcess&& other) noexcept {
 ChildProcess::~ChildProcess() {
   if (pid_ <= 0) return;
   int saved = errno;
-  ::kill(pid_, SIGKILL);
+  signal(SIGKILL);
   while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
   }
   errno = saved;
 }
 
-bool ChildProcess::signal(int signo) const { return pid_ > 0 && ::kill(pid_, signo) == 0; }
+bool ChildProcess::signal(int signo) const {
+  if (pid_ <= 0) return false;
+  if (leads_group_) ::kill(-pid_, signo);  // its descendants that stayed in the group
+  return ::kill(pid_, signo) == 0;
+}
 
 int ChildProcess::wait() {
   int status = 0;
@@ -137,7 +145,7 @@ ChildProcess spawn_process(const std::vector<std::string>& argv, const SpawnOpti
   if (pid < 0) sys::throw_errno("start " + argv[0]);
   if (pid == 0) run_child(plan);
 
-  ChildProcess child(pid);
+  ChildProcess child(pid, options.new_process_group);
   if (exec_errno != 0) {
     int error = exec_errno;
     child.wait();

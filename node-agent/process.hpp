@@ -21,11 +21,14 @@ struct SpawnOptions {
 };
 
 // A child process. Move-only; the destructor kills (SIGKILL) and reaps a child still running,
-// so no process outlives its owner by accident.
+// so no process outlives its owner by accident. A child started in its own process group is
+// signalled as a group, so that its own children (which may not have set up their
+// parent-death signal yet) go with it.
 class ChildProcess {
  public:
   ChildProcess() = default;
-  explicit ChildProcess(pid_t pid) : pid_(pid) {}
+  explicit ChildProcess(pid_t pid, bool leads_group = false)
+      : pid_(pid), leads_group_(leads_group) {}
   ChildProcess(ChildProcess&& other) noexcept;
   ChildProcess& operator=(ChildProcess&& other) noexcept;
   ChildProcess(const ChildProcess&) = delete;
@@ -45,6 +48,7 @@ class ChildProcess {
 
  private:
   pid_t pid_ = -1;
+  bool leads_group_ = false;
 };
 
 // Starts argv[0] (searched on PATH) with the given options. Throws SysError naming the program
