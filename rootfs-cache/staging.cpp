@@ -400,7 +400,8 @@ std::string NodeStage::temporary_dir() {
 void NodeStage::open_receiver() {
   try {
     std::string dir = temporary_dir();
-    require_free_space(dir, image_.size + kSpaceMargin, "receive the image " + image_.path);
+    require_free_space(layout_.images_dir(), image_.size + kSpaceMargin,
+                       "receive the image " + image_.path);
     std::string path = dir + "/image.sqsh";
     receiver_ = sys::open_file(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     received_hash_.emplace();
@@ -424,7 +425,7 @@ void NodeStage::receive(const char* data, std::size_t size) {
 
 void NodeStage::extract(const std::string& source, const std::string& target) {
   std::uint64_t needed = estimate_unpacked_bytes(source);
-  require_free_space(temporary_, needed, "extract the image " + image_.path);
+  require_free_space(layout_.images_dir(), needed, "extract the image " + image_.path);
 
   // /dev is excluded: the sandbox gets a fresh /dev, and device nodes need root to create.
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
@@ -473,7 +474,8 @@ void NodeStage::publish_from_image(const std::string& temporary, std::uint64_t* 
     *content_bytes = tree_bytes(temporary);
     return;
   }
-  require_free_space(temporary, image_.size + kSpaceMargin, "copy the image " + image_.path);
+  require_free_space(layout_.images_dir(), image_.size + kSpaceMargin,
+                     "copy the image " + image_.path);
   std::string digest = copy_image(image_.path, temporary + "/image.sqsh");
   if (digest != image_.digest) {
     throw StagingError("image " + image_.path + " changed while it was being staged (sha256 " +
