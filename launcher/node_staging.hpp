@@ -1,5 +1,7 @@
-// Staging the image on each node: the node leader stages, the node's other ranks use what it
-// published. (rootfs-cache/ does the staging itself; this is the MPI side of it.)
+// Staging the image on each node: rank 0 identifies the image (SHA-256), the node leaders
+// check their caches, rank 0 broadcasts the image to the leaders that lack it, and each node's
+// other ranks use what its leader published. (rootfs-cache/ does the staging itself; this is
+// the MPI side of it; docs/staging.md describes the whole.)
 #pragma once
 
 #include "launcher/mpi_session.hpp"
@@ -8,9 +10,9 @@
 
 namespace oshpc::launcher {
 
-// Collective over the node communicator (and over MPI_COMM_WORLD where the image is
-// distributed). Fills setup.rootfs, or setup.failure with why the node cannot stage; the
-// leader also fills setup.staged and setup.staged_event. Never throws.
+// Collective over MPI_COMM_WORLD: every rank must call it. Fills setup.rootfs, or
+// setup.failure with why the node cannot stage; the leader also fills setup.staged and
+// setup.staged_event. Never throws.
 void stage_on_node(const Options& options, const MpiSession& mpi, NodeSetup& setup);
 
 }  // namespace oshpc::launcher
