@@ -23,27 +23,30 @@ static void append_digits(std::string& out, long value, int width) {
 }
 
 void append_rfc3339(std::string& out, std::int64_t wall_us) {
-  // Many events share a second: cache the broken-down date of the last second seen.
+  // Many events share a second: keep "YYYY-MM-DDTHH:MM:SS." of the last second seen.
   thread_local std::int64_t cached_second = -1;
-  thread_local std::tm cached{};
+  thread_local std::string cached_prefix;
   std::int64_t second = wall_us / 1'000'000;
   if (second != cached_second) {
     std::time_t t = static_cast<std::time_t>(second);
-    ::gmtime_r(&t, &cached);
+    std::tm tm{};
+    ::gmtime_r(&t, &tm);
+    cached_prefix.clear();
+    append_digits(cached_prefix, tm.tm_year + 1900, 4);
+    cached_prefix += '-';
+    append_digits(cached_prefix, tm.tm_mon + 1, 2);
+    cached_prefix += '-';
+    append_digits(cached_prefix, tm.tm_mday, 2);
+    cached_prefix += 'T';
+    append_digits(cached_prefix, tm.tm_hour, 2);
+    cached_prefix += ':';
+    append_digits(cached_prefix, tm.tm_min, 2);
+    cached_prefix += ':';
+    append_digits(cached_prefix, tm.tm_sec, 2);
+    cached_prefix += '.';
     cached_second = second;
   }
-  append_digits(out, cached.tm_year + 1900, 4);
-  out += '-';
-  append_digits(out, cached.tm_mon + 1, 2);
-  out += '-';
-  append_digits(out, cached.tm_mday, 2);
-  out += 'T';
-  append_digits(out, cached.tm_hour, 2);
-  out += ':';
-  append_digits(out, cached.tm_min, 2);
-  out += ':';
-  append_digits(out, cached.tm_sec, 2);
-  out += '.';
+  out += cached_prefix;
   append_digits(out, static_cast<long>(wall_us % 1'000'000), 6);
   out += 'Z';
 }

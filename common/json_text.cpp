@@ -2,9 +2,22 @@
 
 namespace oshpc::json_text {
 
+namespace {
+
+bool needs_escape(char c) {
+  return c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20;
+}
+
+}  // namespace
+
 void append_string(std::string& out, std::string_view value) {
   static constexpr char kHex[] = "0123456789abcdef";
   out += '"';
+  // Most strings (ids, host names, node names) need no escaping: copy them whole.
+  std::size_t plain = 0;
+  while (plain < value.size() && !needs_escape(value[plain])) ++plain;
+  out.append(value.data(), plain);
+  value.remove_prefix(plain);
   for (char c : value) {
     auto byte = static_cast<unsigned char>(c);
     switch (c) {

@@ -55,6 +55,10 @@ void set_nonblocking(int fd, bool on) { update_flag(fd, F_GETFL, F_SETFL, O_NONB
 void set_cloexec(int fd, bool on) { update_flag(fd, F_GETFD, F_SETFD, FD_CLOEXEC, on); }
 
 void make_directories(const std::string& path, int mode) {
+  // Usually only the last component is new (a sandbox's directory in an existing tree): try
+  // that first, and walk the prefixes only when a parent is missing.
+  if (::mkdir(path.c_str(), static_cast<mode_t>(mode)) == 0 || errno == EEXIST) return;
+  if (errno != ENOENT) throw_errno("create directory " + path);
   std::string prefix;
   std::size_t pos = 0;
   while (pos != std::string::npos) {
@@ -69,6 +73,8 @@ void make_directories(const std::string& path, int mode) {
 
 bool remove_tree(const std::string& path) {
   namespace fs = std::filesystem;
+  // Most workspaces are left empty: one rmdir, no walk.
+  if (::rmdir(path.c_str()) == 0 || errno == ENOENT) return true;
   std::error_code ec;
   struct stat top {};
   if (::lstat(path.c_str(), &top) != 0) return errno == ENOENT;

@@ -35,12 +35,11 @@ class Reader {
     return value;
   }
 
-  std::string get_string() {
+  void get_string(std::string& text) {
     auto length = get<std::uint32_t>();
     need(length);
-    std::string text(data_ + offset_, length);
+    text.assign(data_ + offset_, length);
     offset_ += length;
-    return text;
   }
 
  private:
@@ -85,9 +84,8 @@ void encode_event(std::string& batch, const SandboxEvent& e) {
   put(batch, e.bytes_down);
 }
 
-SandboxEvent decode_event(const char* data, std::size_t size, std::size_t& offset) {
+void decode_event(const char* data, std::size_t size, std::size_t& offset, SandboxEvent& e) {
   Reader in(data, size, offset);
-  SandboxEvent e;
   e.type = static_cast<node_agent::EventType>(in.get<std::uint8_t>());
   e.reason = static_cast<node_agent::FailureReason>(in.get<std::uint8_t>());
   e.wall_us = in.get<std::int64_t>();
@@ -103,22 +101,21 @@ SandboxEvent decode_event(const char* data, std::size_t size, std::size_t& offse
   e.max_rss_kib = in.get<std::int64_t>();
   e.seconds = in.get<double>();
   e.bytes_from_shared = in.get<std::int64_t>();
-  e.message = in.get_string();
-  e.method = in.get_string();
-  e.cpus = in.get_string();
-  e.gpus = in.get_string();
+  in.get_string(e.message);
+  in.get_string(e.method);
+  in.get_string(e.cpus);
+  in.get_string(e.gpus);
   e.allowed = in.get<std::uint8_t>() != 0;
-  e.host = in.get_string();
+  in.get_string(e.host);
   e.port = in.get<std::int32_t>();
-  e.request_method = in.get_string();
-  e.rule = in.get_string();
+  in.get_string(e.request_method);
+  in.get_string(e.rule);
   e.status = in.get<std::int32_t>();
   e.bytes_up = in.get<std::int64_t>();
   e.bytes_down = in.get<std::int64_t>();
   if (static_cast<int>(e.type) > static_cast<int>(node_agent::EventType::kEgress)) {
     throw std::runtime_error("unknown event type in batch");
   }
-  return e;
 }
 
 }  // namespace oshpc::launcher

@@ -17,13 +17,19 @@ void encode_event(std::string& batch, const node_agent::SandboxEvent& event);
 template <typename OnEvent>
 void decode_batch(const char* data, std::size_t size, OnEvent&& on_event);
 
-// Non-template core of decode_batch: decodes the event at `offset` and advances it.
-node_agent::SandboxEvent decode_event(const char* data, std::size_t size, std::size_t& offset);
+// Non-template core of decode_batch: decodes the event at `offset` into `event` (reusing its
+// strings' memory) and advances offset.
+void decode_event(const char* data, std::size_t size, std::size_t& offset,
+                  node_agent::SandboxEvent& event);
 
 template <typename OnEvent>
 void decode_batch(const char* data, std::size_t size, OnEvent&& on_event) {
   std::size_t offset = 0;
-  while (offset < size) on_event(decode_event(data, size, offset));
+  node_agent::SandboxEvent event;
+  while (offset < size) {
+    decode_event(data, size, offset, event);
+    on_event(static_cast<const node_agent::SandboxEvent&>(event));
+  }
 }
 
 }  // namespace oshpc::launcher
