@@ -55,6 +55,9 @@ namespace {
 
 auto logger() { return log::get("node-agent"); }
 
+// How long a command's death by a stop signal waits for this rank's own stop to arrive.
+constexpr std::int64_t kStopSignalHoldUs = 300'000;
+
 void parse_report_line(const std::string& line, ExecReport& report) {
   std::istringstream in(line);
   char kind = 0;
@@ -316,7 +319,13 @@ void SandboxRunner::finish(pid_t pid, int wait_status) {
   sandbox.process.mark_reaped();
   if (sandbox.report_fd.is_open()) read_reports(sandbox);
 
-  sink_(terminal_event(sandbox, wait_status));
+  SandboxEvent event = terminal_event(sandbox, wait_status);
+  if (event.type == EventType::kExited &&
+      (event.signal == SIGTERM || event.signal == SIGINT || event.signal == SIGHUP)) {
+    held_.push_back({std::move(event), clock::mono_us() + kStopSignalHoldUs});
+  } else {
+    sink_(std::move(event));
+  }
   if (config_.detach_network) {
     config_.detach_network(sandbox.instance.id);
   }
@@ -406,9 +415,19 @@ void SandboxRunner::fail_unstarted(std::int64_t index, FailureReason reason,
 }
 
 std::int64_t SandboxRunner::enforce_timeouts() {
-  if (config_.timeout_us <= 0) return -1;
   std::int64_t now = clock::mono_us();
   std::int64_t next = -1;
+  for (auto it = held_.begin(); it != held_.end();) {
+    if (now >= it->release_mono_us) {
+      sink_(std::move(it->event));
+      it = held_.erase(it);
+    } else {
+      std::int64_t left = it->release_mono_us - now;
+      if (next < 0 || left < next) next = left;
+      ++it;
+    }
+  }
+  if (config_.timeout_us <= 0) return next;
   for (auto& [pid, sandbox] : running_) {
     if (sandbox->timed_out) continue;
     if (now >= sandbox->deadline_mono_us) {
@@ -434,6 +453,15 @@ void SandboxRunner::cancel_all() {
     }
     finish(pid, status);
   }
+  for (auto& held : held_) {
+    SandboxEvent& event = held.event;
+    event.type = EventType::kFailed;
+    event.reason = FailureReason::kCancelled;
+    event.message = "stopped by signal " + std::to_string(event.signal) + " with the job";
+    event.signal = 0;
+    sink_(std::move(event));
+  }
+  held_.clear();
   while (!queue_.empty()) {
     fail_unstarted(pop_index(), FailureReason::kCancelled,
                    "the job was stopped before the sandbox started");

@@ -61,7 +61,7 @@ class SandboxRunner {
   int slot_count() const { return static_cast<int>(config_.slots.size()); }
   int running() const { return static_cast<int>(running_.size()); }
   std::size_t queued() const;
-  bool is_idle() const { return running_.empty() && queued() == 0; }
+  bool is_idle() const { return running_.empty() && held_.empty() && queued() == 0; }
 
   // Starts queued sandboxes while slots are free. A sandbox that cannot be started gets its
   // terminal event at once; the runner goes on with the next. Never throws.
@@ -74,8 +74,8 @@ class SandboxRunner {
   // Reaps finished sandboxes (call on SIGCHLD). Never throws.
   void reap();
 
-  // Kills sandboxes past their deadline; returns microseconds until the next deadline
-  // (-1 when none). Never throws.
+  // Kills sandboxes past their deadline and sends held events that are due; returns
+  // microseconds until the next deadline (-1 when none). Never throws.
   std::int64_t enforce_timeouts();
 
   // Stops everything: running sandboxes are killed and reaped, queued ones dropped; each gets
@@ -103,6 +103,15 @@ class SandboxRunner {
   std::deque<IndexRange> queue_;
   std::vector<int> free_slots_;
   std::unordered_map<pid_t, std::unique_ptr<Running>> running_;
+
+  // Terminal events of commands killed by SIGTERM, SIGINT or SIGHUP, held back briefly: a
+  // scheduler stopping the job signals every process at once, and a sandbox that died of that
+  // signal just before this rank heard of the stop is cancelled, not a command that failed.
+  struct HeldEvent {
+    SandboxEvent event;
+    std::int64_t release_mono_us;
+  };
+  std::vector<HeldEvent> held_;
 };
 
 }  // namespace oshpc::node_agent

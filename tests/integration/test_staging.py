@@ -167,6 +167,25 @@ def test_a_stager_killed_mid_copy_is_recovered(fanout):
     check_clean(fanout.cache_dir)
 
 
+def test_a_mount_left_by_a_killed_launcher_is_swept(fanout, small_image):
+    if not fuse_usable():
+        pytest.skip("/dev/fuse is not usable: images are extracted, nothing is mounted")
+    proc, name = fanout.start(["-n", "2", "-q", "--", "sleep", "60"], ranks=2, image=small_image)
+    events = fanout.workdir / f"oshpc-{name}" / "events.jsonl"
+    assert wait_for(lambda: events.exists() and events.read_text().count('"started"') == 2,
+                    timeout=60), "sandboxes never started"
+    for pid in my_processes("oshpc-fanout", fanout.cache_dir):
+        os.kill(pid, signal.SIGKILL)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert mounts_under(fanout.cache_dir / "jobs"), "the killed job's mount is gone already"
+
+    job = fanout.run(["-n", "1", "--", "true"], image=small_image)
+    assert job.returncode == exit_codes.OK, job.stderr
+    assert "left by killed launchers" in job.stderr
+    check_clean(fanout.cache_dir)
+
+
 def test_a_truncated_image_is_refused(fanout, tmp_path):
     cut = tmp_path / "cut.sqsh"
     cut.write_bytes(IMAGE.read_bytes()[: IMAGE.stat().st_size // 2])

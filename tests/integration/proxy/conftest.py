@@ -59,7 +59,9 @@ def rootfs(work_dir):
     identity = f"{image}:{image.stat().st_size}:{image.stat().st_mtime_ns}"
     if not stamp.exists() or stamp.read_text() != identity:
         shutil.rmtree(target, ignore_errors=True)
-        subprocess.run(["unsquashfs", "-q", "-n", "-d", str(target), str(image)], check=True,
+        # /dev is left out: its device nodes need root to create, and bwrap makes its own.
+        subprocess.run(["unsquashfs", "-q", "-n", "-excludes", "-d", str(target), str(image),
+                        "dev"], check=True,
                        stdout=subprocess.DEVNULL)
         stamp.write_text(identity)
     return target
