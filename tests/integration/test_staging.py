@@ -40,6 +40,11 @@ def partials(cache):
     return [p.name for p in images.iterdir() if ".tmp." in p.name] if images.exists() else []
 
 
+def sweep(cache):
+    """What a failed test leaves (a killed launcher's mount) goes the way users clear it."""
+    subprocess.run([OSHPC, "cache", "gc", "--cache-dir", cache], capture_output=True)
+
+
 def check_clean(cache):
     """No mounts, no stager or squashfuse processes, no job state, no partial entries."""
     assert wait_for(lambda: not my_processes("squashfuse_ll", cache), timeout=10)
@@ -171,18 +176,22 @@ def test_a_mount_left_by_a_killed_launcher_is_swept(fanout, small_image):
     if not fuse_usable():
         pytest.skip("/dev/fuse is not usable: images are extracted, nothing is mounted")
     proc, name = fanout.start(["-n", "2", "-q", "--", "sleep", "97"], ranks=2, image=small_image)
-    assert wait_for(lambda: my_processes("sleep", "97") and
-                    mounts_under(fanout.cache_dir / "jobs"), timeout=60), "sandboxes never started"
-    for pid in my_processes("oshpc-fanout", fanout.cache_dir):
-        os.kill(pid, signal.SIGKILL)
-    proc.kill()
-    proc.communicate(timeout=60)
-    assert mounts_under(fanout.cache_dir / "jobs"), "the killed job's mount is gone already"
+    try:
+        assert wait_for(lambda: my_processes("sleep", "97") and
+                        mounts_under(fanout.cache_dir / "jobs"), timeout=60), "no sandbox ran"
+        for pid in my_processes("oshpc-fanout", fanout.cache_dir):
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.communicate(timeout=60)
+        assert mounts_under(fanout.cache_dir / "jobs"), "the killed job's mount is gone already"
 
-    job = fanout.run(["-n", "1", "--", "true"], image=small_image)
-    assert job.returncode == exit_codes.OK, job.stderr
-    assert "left by killed launchers" in job.stderr
-    check_clean(fanout.cache_dir)
+        job = fanout.run(["-n", "1", "--", "true"], image=small_image)
+        assert job.returncode == exit_codes.OK, job.stderr
+        assert "left by killed launchers" in job.stderr
+        check_clean(fanout.cache_dir)
+    finally:
+        proc.kill()
+        sweep(fanout.cache_dir)
 
 
 def test_a_truncated_image_is_refused(fanout, tmp_path):
