@@ -19,7 +19,9 @@ namespace {
 using rootfs_cache::ImageInfo;
 using rootfs_cache::NodeStage;
 
-auto logger() { return log::get("rootfs-cache"); }
+auto logger() {
+  return log::get("rootfs-cache");
+}
 
 // Chunks of the pipelined broadcast: two in flight, so rank 0 reads the next chunk while the
 // previous one travels and the leaders write it.
@@ -123,8 +125,10 @@ std::uint64_t pipeline_image(const ImageInfo& image, MPI_Comm comm, NodeStage* s
   std::string read_error;
   if (is_root) {
     source.reset(::open(image.path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!source.is_open()) read_error = std::strerror(errno);
-    else ::posix_fadvise(source.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+    if (!source.is_open())
+      read_error = std::strerror(errno);
+    else
+      ::posix_fadvise(source.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   }
 
   std::uint64_t chunks = (image.size + kChunk - 1) / kChunk;
@@ -140,8 +144,10 @@ std::uint64_t pipeline_image(const ImageInfo& image, MPI_Comm comm, NodeStage* s
     if (is_root && read_error.empty()) {
       ssize_t n = ::pread(source.get(), buffer.data(), static_cast<std::size_t>(length),
                           static_cast<off_t>(chunk * kChunk));
-      if (n != length) read_error = n < 0 ? std::strerror(errno) : "the file became shorter";
-      else bytes_read += static_cast<std::uint64_t>(n);
+      if (n != length)
+        read_error = n < 0 ? std::strerror(errno) : "the file became shorter";
+      else
+        bytes_read += static_cast<std::uint64_t>(n);
     }
     MPI_Ibcast(buffer.data(), length, MPI_BYTE, 0, comm, &requests[chunk % 2]);
   };

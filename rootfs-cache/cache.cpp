@@ -26,7 +26,9 @@
 namespace oshpc::rootfs_cache {
 namespace {
 
-auto logger() { return log::get("rootfs-cache"); }
+auto logger() {
+  return log::get("rootfs-cache");
+}
 
 constexpr const char* kMarkerName = ".oshpc-entry";
 constexpr const char* kMarkerVersion = "oshpc-cache-entry 1";
@@ -232,8 +234,8 @@ std::optional<FileLock> FileLock::try_acquire(const std::string& path, Mode mode
 void write_marker(const std::string& entry_dir, const EntryMarker& marker) {
   std::string text = std::string(kMarkerVersion) + "\ndigest " + marker.digest + "\nkind " +
                      entry_kind_name(marker.kind) + "\nimage_size " +
-                     std::to_string(marker.image_size) + "\nbytes " +
-                     std::to_string(marker.bytes) + "\n";
+                     std::to_string(marker.image_size) + "\nbytes " + std::to_string(marker.bytes) +
+                     "\n";
   std::string path = entry_dir + "/" + kMarkerName;
   sys::UniqueFd fd = sys::open_file(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   sys::write_all(fd.get(), text, path);
@@ -437,8 +439,8 @@ std::vector<CacheEntryInfo> list_cache(const std::string& cache_dir) {
       info.in_use = !use.has_value();
     } else if (name.find(".tmp.") != std::string::npos) {
       info.digest = name.substr(0, name.find('.'));
-      info.kind = name.find(".rootfs.") != std::string::npos ? EntryKind::kRootfs
-                                                             : EntryKind::kSquashfs;
+      info.kind =
+          name.find(".rootfs.") != std::string::npos ? EntryKind::kRootfs : EntryKind::kSquashfs;
       info.bytes = tree_bytes(path);
       info.last_use = static_cast<std::int64_t>(st.st_mtim.tv_sec);
       auto stage = FileLock::try_acquire(layout.stage_lock(info.digest, info.kind),
@@ -499,8 +501,8 @@ GcResult collect_garbage(const std::string& cache_dir, std::uint64_t max_bytes) 
 
 void write_job_owner(const std::string& job_dir) {
   pid_t pid = ::getpid();
-  std::string text = std::to_string(pid) + " " + process_start_time(pid) + " " +
-                     sys::host_name() + "\n";
+  std::string text =
+      std::to_string(pid) + " " + process_start_time(pid) + " " + sys::host_name() + "\n";
   std::string path = job_dir + "/owner";
   sys::UniqueFd fd = sys::open_file(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   sys::write_all(fd.get(), text, path);

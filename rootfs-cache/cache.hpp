@@ -112,7 +112,7 @@ std::optional<std::uint64_t> parse_size(const std::string& text);
 std::string format_bytes(std::uint64_t bytes);
 
 struct CacheEntryInfo {
-  std::string name;    // directory name under images/
+  std::string name;  // directory name under images/
   std::string digest;
   EntryKind kind = EntryKind::kSquashfs;
   std::uint64_t bytes = 0;

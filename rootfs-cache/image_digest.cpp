@@ -17,7 +17,9 @@
 namespace oshpc::rootfs_cache {
 namespace {
 
-auto logger() { return log::get("rootfs-cache"); }
+auto logger() {
+  return log::get("rootfs-cache");
+}
 
 constexpr std::size_t kReadChunk = 4 << 20;
 
@@ -58,9 +60,13 @@ Sha256::Sha256() : context_(EVP_MD_CTX_new()) {
   }
 }
 
-Sha256::Sha256(Sha256&& other) noexcept : context_(other.context_) { other.context_ = nullptr; }
+Sha256::Sha256(Sha256&& other) noexcept : context_(other.context_) {
+  other.context_ = nullptr;
+}
 
-Sha256::~Sha256() { EVP_MD_CTX_free(context_); }
+Sha256::~Sha256() {
+  EVP_MD_CTX_free(context_);
+}
 
 void Sha256::update(const void* data, std::size_t size) {
   EVP_DigestUpdate(context_, data, size);

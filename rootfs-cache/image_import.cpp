@@ -21,7 +21,9 @@
 namespace oshpc::rootfs_cache {
 namespace {
 
-auto logger() { return log::get("rootfs-cache"); }
+auto logger() {
+  return log::get("rootfs-cache");
+}
 
 constexpr const char* kOciTag = "oshpc-import";
 // umoci --rootless records an owner other than the unpacking user in this xattr.
@@ -131,8 +133,10 @@ ImageMetadata unpack_oci(const std::string& skopeo_source, const std::string& wo
            "unpack " + source);
   std::size_t foreign = count_foreign_owners(bundle + "/rootfs");
   if (foreign > 0) {
-    logger()->warn("{} files of {} belong to users other than root in the image; in the "
-                   "squashfs they all belong to root (the sandbox user)", foreign, source);
+    logger()->warn(
+        "{} files of {} belong to users other than root in the image; in the "
+        "squashfs they all belong to root (the sandbox user)",
+        foreign, source);
   }
   return metadata_from_layout(layout, source);
 }
@@ -146,7 +150,9 @@ void make_squashfs(const std::string& rootfs, const std::string& output) {
 
 }  // namespace
 
-std::string metadata_path(const std::string& image_path) { return image_path + ".json"; }
+std::string metadata_path(const std::string& image_path) {
+  return image_path + ".json";
+}
 
 std::string metadata_json(const ImageMetadata& metadata) {
   nlohmann::json json = {{"oshpc_image_metadata", 1},

@@ -13,8 +13,8 @@ namespace oshpc::rootfs_cache {
 //   {"oshpc_image_metadata": 1, "source": "...", "env": ["PATH=/usr/bin", ...],
 //    "working_dir": "/app", "args": ["python3"]}
 struct ImageMetadata {
-  std::vector<std::string> env;  // "KEY=VALUE", the image's defaults
-  std::string working_dir;       // "" when the image names none
+  std::vector<std::string> env;   // "KEY=VALUE", the image's defaults
+  std::string working_dir;        // "" when the image names none
   std::vector<std::string> args;  // entrypoint followed by cmd; informational
   std::string source;
 };

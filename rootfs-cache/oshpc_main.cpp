@@ -67,8 +67,8 @@ std::string format_time(std::int64_t seconds) {
 }
 
 void print_entry(const rc::CacheEntryInfo& entry) {
-  std::string state = !entry.complete ? (entry.in_use ? "staging" : "partial")
-                                      : (entry.in_use ? "in use" : "");
+  std::string state =
+      !entry.complete ? (entry.in_use ? "staging" : "partial") : (entry.in_use ? "in use" : "");
   std::printf("%-16.16s  %-6s  %10s  %-19s  %s\n", entry.digest.c_str(),
               rc::entry_kind_name(entry.kind), rc::format_bytes(entry.bytes).c_str(),
               format_time(entry.last_use).c_str(), state.c_str());
@@ -91,8 +91,7 @@ int cache_list(const std::vector<std::string>& args) {
 int cache_gc(const std::vector<std::string>& args) {
   CacheArgs parsed = parse_cache_args(args, true);
   auto swept = rc::sweep_stale_jobs(parsed.cache_dir);
-  auto result = rc::collect_garbage(parsed.cache_dir,
-                                    parsed.max_size.value_or(UINT64_MAX));
+  auto result = rc::collect_garbage(parsed.cache_dir, parsed.max_size.value_or(UINT64_MAX));
   for (const auto& entry : result.removed) {
     std::printf("removed %s.%s (%s)\n", entry.digest.c_str(), rc::entry_kind_name(entry.kind),
                 rc::format_bytes(entry.bytes).c_str());
@@ -101,12 +100,11 @@ int cache_gc(const std::vector<std::string>& args) {
     std::printf("kept %s.%s: in use\n", entry.digest.c_str(), rc::entry_kind_name(entry.kind));
   }
   std::printf("%s left in %s; %zu stale job directories removed\n",
-              rc::format_bytes(result.bytes_after).c_str(), parsed.cache_dir.c_str(),
-              swept.size());
+              rc::format_bytes(result.bytes_after).c_str(), parsed.cache_dir.c_str(), swept.size());
   if (parsed.max_size && result.bytes_after > *parsed.max_size) {
-    log::get("rootfs-cache")->warn("the cache still holds {} (over {}): entries in use were kept",
-                                   rc::format_bytes(result.bytes_after),
-                                   rc::format_bytes(*parsed.max_size));
+    log::get("rootfs-cache")
+        ->warn("the cache still holds {} (over {}): entries in use were kept",
+               rc::format_bytes(result.bytes_after), rc::format_bytes(*parsed.max_size));
   }
   return 0;
 }

@@ -24,7 +24,9 @@
 namespace oshpc::rootfs_cache {
 namespace {
 
-auto logger() { return log::get("rootfs-cache"); }
+auto logger() {
+  return log::get("rootfs-cache");
+}
 
 // Squashfs files start with "hsqs" (the little-endian magic 0x73717368).
 constexpr char kSquashfsMagic[4] = {'h', 's', 'q', 's'};
@@ -72,7 +74,9 @@ bool has_squashfs_magic(const std::string& path, std::string* error) {
   return true;
 }
 
-bool is_root() { return ::geteuid() == 0; }
+bool is_root() {
+  return ::geteuid() == 0;
+}
 
 void unmount(const std::string& mount_point) {
   if (is_root()) {
@@ -292,7 +296,6 @@ std::string default_cache_dir() {
   return base + "/oshpc-" + std::to_string(::getuid());
 }
 
-
 StagedImage& StagedImage::operator=(StagedImage&& other) noexcept {
   if (this != &other) {
     release();
@@ -309,7 +312,9 @@ StagedImage& StagedImage::operator=(StagedImage&& other) noexcept {
   return *this;
 }
 
-StagedImage::~StagedImage() { release(); }
+StagedImage::~StagedImage() {
+  release();
+}
 
 void StagedImage::release() {
   if (!mount_point_.empty()) {
@@ -341,8 +346,8 @@ NodeStage::NodeStage(ImageInfo image, StageOptions options)
     throw StagingError("cannot mount " + image_.path + ": " + why_not_fuse +
                        " (use --stage-method extract, or see 'oshpc-fanout --check')");
   }
-  bool use_mount = options_.method == StageMethod::kMount ||
-                   (options_.method == StageMethod::kAuto && fuse);
+  bool use_mount =
+      options_.method == StageMethod::kMount || (options_.method == StageMethod::kAuto && fuse);
   if (options_.method == StageMethod::kAuto && !fuse) {
     logger()->info("extracting the image: {}", why_not_fuse);
   }
@@ -365,8 +370,8 @@ NodeStage::State NodeStage::begin() {
     EntryMarker expected{image_.digest, kind_, image_.size, 0};
     if (entry_is_complete(entry_, expected)) return state_ = State::kCached;
 
-    auto stage = FileLock::try_acquire(layout_.stage_lock(image_.digest, kind_),
-                                       FileLock::Mode::kExclusive);
+    auto stage =
+        FileLock::try_acquire(layout_.stage_lock(image_.digest, kind_), FileLock::Mode::kExclusive);
     if (!stage) return state_ = State::kStagedElsewhere;
     stage_lock_ = std::move(*stage);
     // It may have been published between the check and the lock.
@@ -429,9 +434,9 @@ void NodeStage::extract(const std::string& source, const std::string& target) {
 
   // /dev is excluded: the sandbox gets a fresh /dev, and device nodes need root to create.
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::string> argv = {"unsquashfs", "-no-progress", "-no-xattrs",
-                                   "-p", std::to_string(threads), "-excludes",
-                                   "-d", target, source, "dev"};
+  std::vector<std::string> argv = {
+      "unsquashfs", "-no-progress", "-no-xattrs", "-p",   std::to_string(threads),
+      "-excludes",  "-d",           target,       source, "dev"};
   std::string err;
   int status = node_agent::run_command(argv, &err);
   if (!WIFEXITED(status) || WEXITSTATUS(status) == 1) {
@@ -565,8 +570,8 @@ bool rootfs_has_program(const std::string& rootfs, const std::string& program) {
   sys::UniqueFd root(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!root.is_open() || program.empty()) return false;
   if (program.find('/') != std::string::npos) return exists_in_root(root.get(), program);
-  for (const char* dir : {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin",
-                          "/bin"}) {
+  for (const char* dir :
+       {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"}) {
     if (exists_in_root(root.get(), std::string(dir) + "/" + program)) return true;
   }
   return false;

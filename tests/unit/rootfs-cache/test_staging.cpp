@@ -41,8 +41,7 @@ TEST_CASE("unusable images are refused with the path and the reason") {
 }
 
 // A squashfs superblock (version 4) claiming `bytes_used`, padded to `file_size` bytes.
-void write_fake_squashfs(const std::string& path, std::uint64_t bytes_used,
-                         std::size_t file_size) {
+void write_fake_squashfs(const std::string& path, std::uint64_t bytes_used, std::size_t file_size) {
   std::string data(file_size, '\0');
   data.replace(0, 4, "hsqs");
   data[28] = 4;
@@ -53,9 +52,9 @@ void write_fake_squashfs(const std::string& path, std::uint64_t bytes_used,
 TEST_CASE("a truncated squashfs file is refused with both sizes") {
   TempDir dir;
   write_fake_squashfs(dir.path + "/cut.sqsh", 100000, 4096);
-  CHECK_THROWS_WITH(inspect_image(dir.path + "/cut.sqsh"),
-                    Catch::Contains("truncated") && Catch::Contains("100000") &&
-                        Catch::Contains("4096"));
+  CHECK_THROWS_WITH(inspect_image(dir.path + "/cut.sqsh"), Catch::Contains("truncated") &&
+                                                               Catch::Contains("100000") &&
+                                                               Catch::Contains("4096"));
   std::ofstream(dir.path + "/short.sqsh") << "hsqs-and-more";
   CHECK_THROWS_WITH(inspect_image(dir.path + "/short.sqsh"), Catch::Contains("too short"));
 }
@@ -94,8 +93,7 @@ TEST_CASE("the default cache directory is per user") {
 TEST_CASE("SHA-256 matches the FIPS 180-2 example") {
   Sha256 hash;
   hash.update("abc", 3);
-  CHECK(hash.finish_hex() ==
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(hash.finish_hex() == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
 TEST_CASE("the digest is remembered by path, size, mtime and inode") {
@@ -304,8 +302,7 @@ TEST_CASE("image metadata round-trips through IMAGE.json") {
 TEST_CASE("import sources are checked before any tool runs") {
   TempDir dir;
   CHECK_THROWS_WITH(import_source("docker://debian"), Catch::Contains("expected docker-archive"));
-  CHECK_THROWS_WITH(import_source("oci:" + dir.path + "/none:v1"),
-                    Catch::Contains("No such file"));
+  CHECK_THROWS_WITH(import_source("oci:" + dir.path + "/none:v1"), Catch::Contains("No such file"));
   CHECK(import_source("oci:" + dir.path + ":v1") == "oci:" + dir.path + ":v1");
   CHECK(import_source("dir:" + dir.path) == "rootfs:" + dir.path);  // no manifest.json
   std::ofstream(dir.path + "/manifest.json") << "{}";
