@@ -63,6 +63,7 @@ def rootfs(work_dir):
         subprocess.run(["unsquashfs", "-q", "-n", "-excludes", "-d", str(target), str(image),
                         "dev"], check=True,
                        stdout=subprocess.DEVNULL)
+        (target / "dev").mkdir(exist_ok=True)  # the mount point for bwrap's --dev
         stamp.write_text(identity)
     return target
 
