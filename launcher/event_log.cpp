@@ -1,6 +1,8 @@
 #include "launcher/event_log.hpp"
 
 #include <fcntl.h>
+
+#include <algorithm>
 #include <unistd.h>
 
 #include "common/clock.hpp"
@@ -71,7 +73,11 @@ void EventLog::count(const SandboxEvent& event) {
       }
       break;
     case EventType::kNodeFailed:
-      tally_.node_failures.push_back(event.message);
+      // Every rank of a failed node reports it; the summary names the node once.
+      if (std::find(tally_.node_failures.begin(), tally_.node_failures.end(), event.message) ==
+          tally_.node_failures.end()) {
+        tally_.node_failures.push_back(event.message);
+      }
       break;
     case EventType::kEgress:
       ++(event.allowed ? tally_.egress_allowed : tally_.egress_denied);

@@ -15,6 +15,7 @@
 #include "launcher/placement.hpp"
 #include "proxy/netns_listener.hpp"
 #include "proxy/policy.hpp"
+#include "rootfs-cache/image_import.hpp"
 #include "launcher/worker.hpp"
 
 namespace oshpc::launcher {
@@ -56,6 +57,7 @@ JobAgreement agree_on_job(const Options& options, const MpiSession& mpi,
   if (mpi.rank() == 0) {
     try {
       rootfs_cache::inspect_image(options.image);
+      rootfs_cache::load_image_metadata(options.image);
       if (!options.policy_path.empty()) proxy::load_policy_file(options.policy_path);
       agreement.job_tag = make_job_tag(options);
       std::random_device random;
@@ -101,6 +103,15 @@ node_agent::RunnerConfig runner_config(const Options& options, const MpiSession&
   config.profile.identity = options.identity;
   config.profile.binds = options.binds;
   config.profile.command = options.command;
+  // An imported image's own defaults (oshpc image import writes them beside the image).
+  rootfs_cache::ImageMetadata metadata = rootfs_cache::load_image_metadata(options.image);
+  for (const auto& assignment : metadata.env) {
+    auto eq = assignment.find('=');
+    if (eq != std::string::npos) {
+      config.profile.environment.emplace_back(assignment.substr(0, eq), assignment.substr(eq + 1));
+    }
+  }
+  config.profile.working_dir = metadata.working_dir;
   config.layout = setup.layout;
   config.job_tag = job.job_tag;
   config.node = mpi.node_name();
@@ -234,9 +245,14 @@ ExitCode run_job(const Options& options, MpiSession& mpi, SignalChannel& signals
 
   std::unique_ptr<node_agent::SandboxRunner> runner;
   if (setup.failure.empty()) {
-    runner = std::make_unique<node_agent::SandboxRunner>(
-        runner_config(options, mpi, job, setup, exec_helper),
-        [&sink](node_agent::SandboxEvent&& e) { sink(e); });
+    try {
+      runner = std::make_unique<node_agent::SandboxRunner>(
+          runner_config(options, mpi, job, setup, exec_helper),
+          [&sink](node_agent::SandboxEvent&& e) { sink(e); });
+    } catch (const std::exception& e) {
+      setup.failure = e.what();
+      logger()->error("node {} cannot run sandboxes: {}", mpi.node_name(), setup.failure);
+    }
   }
   LocalNode node{runner.get(), setup.proxy.get()};
 

@@ -19,24 +19,11 @@ namespace {
 using rootfs_cache::ImageInfo;
 using rootfs_cache::NodeStage;
 
-auto logger() {
-  return log::get("rootfs-cache");
-}
-
 // Chunks of the pipelined broadcast: two in flight, so rank 0 reads the next chunk while the
 // previous one travels and the leaders write it.
 constexpr std::size_t kChunk = 8 << 20;
 
 using rootfs_cache::StageFrom;
-
-// LIMITATION: read from OSHPC_STAGE_FROM until oshpc-fanout has a --stage-from option.
-StageFrom stage_from_setting() {
-  const char* value = std::getenv("OSHPC_STAGE_FROM");
-  if (!value || !*value) return StageFrom::kBroadcast;
-  auto from = rootfs_cache::parse_stage_from(value);
-  if (!from) logger()->warn("OSHPC_STAGE_FROM={} is neither shared nor broadcast", value);
-  return from.value_or(StageFrom::kBroadcast);
-}
 
 // LIMITATION: read from OSHPC_STAGE_LOCK_TIMEOUT (seconds) until there is an option.
 std::chrono::seconds lock_timeout_setting() {
@@ -91,7 +78,7 @@ Identity identify_image(const Options& options, const MpiSession& mpi,
   Identity identity;
   if (mpi.rank() == 0) {
     try {
-      identity.from = stage_from_setting();
+      identity.from = options.stage_from;
       identity.image = rootfs_cache::inspect_image(options.image);
       if (!identity.image.is_directory) {
         rootfs_cache::open_cache_dir(cache_dir);

@@ -56,6 +56,9 @@ cxxopts::Options make_parser() {
      cxxopts::value<std::string>())
     ("stage-method", "auto, mount (squashfuse) or extract (unsquashfs)",
      cxxopts::value<std::string>()->default_value("auto"))
+    ("stage-from", "broadcast (read the image once per job, send it over MPI) or shared "
+     "(every node reads the shared file)",
+     cxxopts::value<std::string>()->default_value("broadcast"))
     ("identity", "root (uid 0 inside) or self (keep your uid)",
      cxxopts::value<std::string>()->default_value("root"))
     ("job-name", "job tag used in sandbox ids (default: the Slurm job id or a random tag)",
@@ -160,6 +163,12 @@ void fill_run_options(const cxxopts::ParseResult& result, Options& options) {
                      get<std::string>(result, "stage-method") + "')");
   }
   options.stage_method = *method;
+  auto from = rootfs_cache::parse_stage_from(get<std::string>(result, "stage-from"));
+  if (!from) {
+    throw UsageError("--stage-from must be broadcast or shared (got '" +
+                     get<std::string>(result, "stage-from") + "')");
+  }
+  options.stage_from = *from;
 
   std::string identity = get<std::string>(result, "identity");
   if (identity == "root") {

@@ -44,6 +44,7 @@ struct Options {
   std::string output_dir;              // "" -> ./oshpc-<job>
   std::string cache_dir;               // "" -> rootfs_cache::default_cache_dir()
   rootfs_cache::StageMethod stage_method = rootfs_cache::StageMethod::kAuto;
+  rootfs_cache::StageFrom stage_from = rootfs_cache::StageFrom::kBroadcast;
   node_agent::IdentityMode identity = node_agent::IdentityMode::kRoot;
   std::string job_name;                // "" -> generated on rank 0
   bool keep_workspaces = false;

@@ -114,7 +114,8 @@ std::vector<std::string> build_bwrap_argv(const SandboxProfile& profile, const R
   argv.insert(argv.end(), layout.mount_args.begin(), layout.mount_args.end());
   append_own_mounts(argv, profile, instance);
   argv.insert(argv.end(), layout.remount_args.begin(), layout.remount_args.end());
-  argv.insert(argv.end(), {"--chdir", kWorkspaceDir, "--clearenv"});
+  const std::string& chdir = profile.working_dir.empty() ? kWorkspaceDir : profile.working_dir;
+  argv.insert(argv.end(), {"--chdir", chdir, "--clearenv"});
   for (auto& [key, value] : sandbox_environment(profile, instance)) {
     argv.insert(argv.end(), {"--setenv", key, value});
   }

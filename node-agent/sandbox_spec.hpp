@@ -30,6 +30,7 @@ struct SandboxProfile {
   std::vector<BindMount> binds;   // user binds, after validation
   EnvironmentList environment;    // user environment (placeholders not yet expanded)
   std::vector<std::string> command;  // COMMAND [ARG...] (placeholders not yet expanded)
+  std::string working_dir;        // where the command starts; "" for /sandbox
 };
 
 // What one slot gives the sandbox running in it, from the node's placement (topo/).

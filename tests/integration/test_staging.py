@@ -134,8 +134,8 @@ def test_broadcast_reads_the_image_once_for_four_nodes(fanout):
 
 def test_shared_staging_reads_the_image_once_per_node(fanout, small_image):
     nodes = Nodes(fanout)
-    job = nodes.run(4, ["-n", "8", "-q", "--", "cat", "/etc/marker"], "s1", image=small_image,
-                    env={"OSHPC_STAGE_FROM": "shared"})
+    job = nodes.run(4, ["-n", "8", "--stage-from", "shared", "-q", "--", "cat", "/etc/marker"],
+                    "s1", image=small_image)
     assert job.returncode == exit_codes.OK, job.stderr
     assert len(job.of_type("image_staged")) == 4
     assert staged_bytes(job) == 4 * small_image.stat().st_size
@@ -308,9 +308,11 @@ def test_oci_import_round_trip(fanout, tmp_path, oci_layout):
     assert not list(tmp_path.glob("imported.sqsh.tmp.*"))
 
     out.chmod(0o644)
-    job = fanout.run(["-n", "4", "-q", "--", "cat", "/etc/marker"], ranks=2, image=out)
+    job = fanout.run(["-n", "4", "-q", "--", "sh", "-c", 'cat /etc/marker; echo "$GREETING"; pwd'],
+                     ranks=2, image=out)
     assert job.returncode == exit_codes.OK, job.stderr
-    assert job.sandbox_file(3) == "from oci\n"
+    # The image's own environment and working directory apply in every sandbox.
+    assert job.sandbox_file(3) == "from oci\nhello\n/srv\n"
 
 
 def test_oci_import_refuses_bad_sources(tmp_path):

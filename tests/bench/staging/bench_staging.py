@@ -6,8 +6,8 @@
 
 Part 1, distribution. For each node count N, mpirun starts N ranks, each its own simulated
 node (OSHPC_NODE_NAME=nodeI, its own empty cache directory), and runs N sandboxes of
-/bin/true. Twice per N: OSHPC_STAGE_FROM=broadcast (rank 0 reads the image and sends it to the
-node leaders over MPI) and OSHPC_STAGE_FROM=shared (every node reads the image file).
+/bin/true. Twice per N: --stage-from broadcast (rank 0 reads the image and sends it to the
+node leaders over MPI) and --stage-from shared (every node reads the image file).
 Reported: the slowest node's staging seconds (image_staged "seconds", median over repeats),
 the sum of image_staged "bytes_from_shared" (bytes read from the image file by the whole
 job), and the wall time of the whole command.
@@ -108,8 +108,8 @@ def distribution(runner, nodes_list, repeat):
         for source in ("broadcast", "shared"):
             stage, wall, read, method = [], [], set(), set()
             for _ in range(repeat):
-                events, seconds = runner.run(nodes, ["-n", str(nodes), "--", "true"],
-                                             {"OSHPC_STAGE_FROM": source})
+                events, seconds = runner.run(
+                    nodes, ["-n", str(nodes), "--stage-from", source, "--", "true"], {})
                 staged = of_type(events, "image_staged")
                 assert len(staged) == nodes, staged
                 stage.append(max(e["seconds"] for e in staged))
