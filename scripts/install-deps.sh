@@ -7,12 +7,12 @@ set -euo pipefail
 declare -A groups=(
   [build]="cmake g++ make pkg-config libopenmpi-dev openmpi-bin libhwloc-dev hwloc
            libseccomp-dev libcxxopts-dev libspdlog-dev libfmt-dev catch2 nlohmann-json3-dev
-           libyaml-cpp-dev"
+           libyaml-cpp-dev libssl-dev"
   [run]="bubblewrap squashfs-tools squashfuse fuse3 openmpi-bin hwloc"
   [image]="mmdebstrap squashfs-tools-ng"
-  [test]="python3 python3-pytest procps psmisc util-linux clang libc6-dev curl"
+  [test]="python3 python3-pytest procps psmisc util-linux clang libclang-rt-14-dev libc6-dev curl skopeo umoci"
   [slurm]="slurm-wlm slurm-client munge libpmix-dev"
-  [bench]="charliecloud-runtime python3 tinyproxy"
+  [bench]="charliecloud-runtime python3 tinyproxy gnuplot-nox"
 )
 
 wanted=()
