@@ -243,7 +243,27 @@ main() {
   wanted fanout && bench_python "Fan-out start-up: oshpc-fanout vs bwrap vs ch-run" \
     tests/bench/fanout/bench_fanout.py --build "$build" --image "$image"
   wanted staging && bench_staging
-  note "results: $results; plots: $img"
+  publish_results
+  note "results: $results (also in docs/benchmarks.md); plots: $img"
+}
+
+# Puts results.md between the markers of the last section of docs/benchmarks.md, leaving the
+# analysed sections before it as they are.
+publish_results() {
+  local doc=$repo/docs/benchmarks.md
+  [[ -w $doc ]] || { note "cannot write $doc; results stay in $results"; return; }
+  "$python" - "$doc" "$results" <<'PY'
+import sys
+doc, results = sys.argv[1], sys.argv[2]
+begin, end = "<!-- make bench writes between these markers -->", "<!-- end of make bench output -->"
+text = open(doc).read()
+if begin not in text or end not in text:
+    text = text.rstrip() + "\n\n## Latest `make bench` run\n\n" + begin + "\n" + end + "\n"
+head, rest = text.split(begin, 1)
+tail = rest.split(end, 1)[1]
+body = open(results).read().replace("](img/", "](img/")
+open(doc, "w").write(head + begin + "\n" + body.rstrip() + "\n" + end + tail)
+PY
 }
 
 main
