@@ -261,7 +261,7 @@ if begin not in text or end not in text:
     text = text.rstrip() + "\n\n## Latest `make bench` run\n\n" + begin + "\n" + end + "\n"
 head, rest = text.split(begin, 1)
 tail = rest.split(end, 1)[1]
-body = open(results).read().replace("](img/", "](img/")
+body = open(results).read()
 open(doc, "w").write(head + begin + "\n" + body.rstrip() + "\n" + end + tail)
 PY
 }
