@@ -10,8 +10,12 @@ static std::int64_t read_clock(clockid_t id) {
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
 }
 
-std::int64_t wall_us() { return read_clock(CLOCK_REALTIME); }
-std::int64_t mono_us() { return read_clock(CLOCK_MONOTONIC); }
+std::int64_t wall_us() {
+  return read_clock(CLOCK_REALTIME);
+}
+std::int64_t mono_us() {
+  return read_clock(CLOCK_MONOTONIC);
+}
 
 static void append_digits(std::string& out, long value, int width) {
   char buf[16];

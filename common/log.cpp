@@ -74,9 +74,8 @@ void configure(const Settings& settings) {
   auto& s = state();
   std::lock_guard lock(s.mutex);
   s.settings = settings;
-  spdlog::apply_all([&](const std::shared_ptr<spdlog::logger>& logger) {
-    apply(*logger, settings);
-  });
+  spdlog::apply_all(
+      [&](const std::shared_ptr<spdlog::logger>& logger) { apply(*logger, settings); });
 }
 
 std::shared_ptr<spdlog::logger> get(const std::string& component) {
@@ -90,6 +89,8 @@ std::shared_ptr<spdlog::logger> get(const std::string& component) {
   return logger;
 }
 
-std::vector<std::string> collected_warnings() { return state().warnings->lines(); }
+std::vector<std::string> collected_warnings() {
+  return state().warnings->lines();
+}
 
 }  // namespace oshpc::log

@@ -14,7 +14,7 @@ namespace oshpc::log {
 
 struct Settings {
   std::string program = "oshpc";
-  int rank = -1;  // -1: not an MPI program (yet)
+  int rank = -1;      // -1: not an MPI program (yet)
   int verbosity = 0;  // -q: -1, default 0, -v 1, -vv 2
 };
 

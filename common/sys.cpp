@@ -9,7 +9,9 @@
 
 namespace oshpc::sys {
 
-void throw_errno(const std::string& operation) { throw SysError(errno, operation); }
+void throw_errno(const std::string& operation) {
+  throw SysError(errno, operation);
+}
 
 void UniqueFd::reset(int fd) {
   if (fd_ >= 0) {
@@ -51,8 +53,12 @@ static void update_flag(int fd, int get_cmd, int set_cmd, int flag, bool on) {
   if (::fcntl(fd, set_cmd, flags) < 0) throw_errno("set descriptor flags");
 }
 
-void set_nonblocking(int fd, bool on) { update_flag(fd, F_GETFL, F_SETFL, O_NONBLOCK, on); }
-void set_cloexec(int fd, bool on) { update_flag(fd, F_GETFD, F_SETFD, FD_CLOEXEC, on); }
+void set_nonblocking(int fd, bool on) {
+  update_flag(fd, F_GETFL, F_SETFL, O_NONBLOCK, on);
+}
+void set_cloexec(int fd, bool on) {
+  update_flag(fd, F_GETFD, F_SETFD, FD_CLOEXEC, on);
+}
 
 void make_directories(const std::string& path, int mode) {
   // Usually only the last component is new (a sandbox's directory in an existing tree): try

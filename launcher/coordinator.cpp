@@ -12,7 +12,9 @@
 namespace oshpc::launcher {
 namespace {
 
-auto logger() { return log::get("launcher"); }
+auto logger() {
+  return log::get("launcher");
+}
 
 // After a stop signal, how long rank 0 waits for the other ranks' last events before it
 // writes the cancellations itself. The scheduler's grace period (mpirun: about 1 s after
@@ -94,8 +96,7 @@ void Coordinator::receive_messages() {
       }
       default: {
         char ignored;
-        MPI_Recv(&ignored, 0, MPI_CHAR, source, status.MPI_TAG, MPI_COMM_WORLD,
-                 MPI_STATUS_IGNORE);
+        MPI_Recv(&ignored, 0, MPI_CHAR, source, status.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
       }
     }
   }

@@ -2,8 +2,8 @@
 
 #include <fcntl.h>
 
-#include <algorithm>
 #include <unistd.h>
+#include <algorithm>
 
 #include "common/clock.hpp"
 #include "common/log.hpp"
@@ -68,7 +68,8 @@ void EventLog::count(const SandboxEvent& event) {
     case EventType::kFailed:
       ++tally_.failed;
       if (event.reason == FailureReason::kCancelled) ++tally_.cancelled;
-      if (event.reason == FailureReason::kSpawnFailed || event.reason == FailureReason::kNodeFailed) {
+      if (event.reason == FailureReason::kSpawnFailed ||
+          event.reason == FailureReason::kNodeFailed) {
         ++tally_.infrastructure_failures;
       }
       break;

@@ -22,9 +22,9 @@ struct NodeStaging {
 
 struct Tally {
   std::int64_t started = 0;
-  std::int64_t succeeded = 0;   // exited 0
-  std::int64_t failed = 0;      // exited non-zero, killed, or failed
-  std::int64_t cancelled = 0;   // failed with reason cancelled (also counted in failed)
+  std::int64_t succeeded = 0;  // exited 0
+  std::int64_t failed = 0;     // exited non-zero, killed, or failed
+  std::int64_t cancelled = 0;  // failed with reason cancelled (also counted in failed)
   std::int64_t infrastructure_failures = 0;  // spawn_failed / node_failed
   LatencyHistogram start_latency;
   std::vector<NodeStaging> staging;

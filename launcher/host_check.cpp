@@ -54,8 +54,8 @@ Probe probe_bubblewrap() {
   // The real test: can we build a sandbox with every namespace, as this user, right now?
   std::string err;
   int status = node_agent::run_command(
-      {"bwrap", "--unshare-all", "--unshare-user", "--uid", "0", "--gid", "0",
-       "--disable-userns", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"},
+      {"bwrap", "--unshare-all", "--unshare-user", "--uid", "0", "--gid", "0", "--disable-userns",
+       "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"},
       &err);
   probe.ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
   while (!err.empty() && err.back() == '\n') err.pop_back();

@@ -13,15 +13,17 @@
 #include "launcher/coordinator.hpp"
 #include "launcher/node_setup.hpp"
 #include "launcher/placement.hpp"
+#include "launcher/worker.hpp"
 #include "proxy/netns_listener.hpp"
 #include "proxy/policy.hpp"
 #include "rootfs-cache/image_import.hpp"
-#include "launcher/worker.hpp"
 
 namespace oshpc::launcher {
 namespace {
 
-auto logger() { return log::get("launcher"); }
+auto logger() {
+  return log::get("launcher");
+}
 
 std::string make_job_tag(const Options& options) {
   if (!options.job_name.empty()) return options.job_name;
@@ -68,9 +70,8 @@ JobAgreement agree_on_job(const Options& options, const MpiSession& mpi,
       agreement.output_dir =
           options.output_dir.empty() ? "oshpc-" + agreement.job_tag : options.output_dir;
       sys::make_directories(agreement.output_dir, 0755);
-      agreement.events_path = options.events_path.empty()
-                                  ? agreement.output_dir + "/events.jsonl"
-                                  : options.events_path;
+      agreement.events_path = options.events_path.empty() ? agreement.output_dir + "/events.jsonl"
+                                                          : options.events_path;
       event_log.emplace(agreement.events_path,
                         EventContext{agreement.job_tag, mpi.node_of_rank(), options.index_offset},
                         options.count);
@@ -156,8 +157,8 @@ node_agent::RunnerConfig runner_config(const Options& options, const MpiSession&
     }
   }
   // The user's variables come last, so they can override ours.
-  config.profile.environment.insert(config.profile.environment.end(),
-                                    options.environment.begin(), options.environment.end());
+  config.profile.environment.insert(config.profile.environment.end(), options.environment.begin(),
+                                    options.environment.end());
   return config;
 }
 

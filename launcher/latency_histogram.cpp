@@ -23,7 +23,8 @@ std::int64_t LatencyHistogram::lower_bound_of(int bucket) {
 }
 
 void LatencyHistogram::add(std::int64_t us) {
-  ++counts_[static_cast<std::size_t>(bucket_of(static_cast<std::uint64_t>(std::max<std::int64_t>(us, 0))))];
+  ++counts_[static_cast<std::size_t>(
+      bucket_of(static_cast<std::uint64_t>(std::max<std::int64_t>(us, 0))))];
   ++count_;
 }
 

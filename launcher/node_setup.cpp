@@ -8,12 +8,15 @@
 namespace oshpc::launcher {
 namespace {
 
-auto logger() { return log::get("launcher"); }
+auto logger() {
+  return log::get("launcher");
+}
 
 std::unique_ptr<proxy::EgressProxy> start_proxy(const Options& options,
                                                 proxy::DecisionCallback on_egress) {
   proxy::Policy policy = proxy::load_policy_file(options.policy_path);
-  for (const auto& warning : policy.warnings) logger()->warn("{}: {}", options.policy_path, warning);
+  for (const auto& warning : policy.warnings)
+    logger()->warn("{}: {}", options.policy_path, warning);
   proxy::ProxyOptions proxy_options;
   if (!options.upstream_proxy.empty()) {
     proxy_options.upstream = proxy::parse_upstream_proxy(options.upstream_proxy);
@@ -58,7 +61,8 @@ void tear_down_node(NodeSetup& setup, const MpiSession& mpi) {
   }
   if (!mpi.is_node_leader()) return;
   if (setup.staged) setup.staged->release();
-  if (!sys::remove_tree(setup.job_dir)) logger()->warn("cannot remove {} completely", setup.job_dir);
+  if (!sys::remove_tree(setup.job_dir))
+    logger()->warn("cannot remove {} completely", setup.job_dir);
 }
 
 }  // namespace oshpc::launcher

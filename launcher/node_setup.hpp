@@ -23,8 +23,8 @@ struct NodeSetup {
   std::string job_dir;         // <cache>/jobs/<run id>, shared by the node's ranks
   std::string workspace_root;  // <job_dir>/rank-<r>
   std::optional<rootfs_cache::StagedImage> staged;  // held by the node leader only
-  std::string rootfs;          // empty when the node failed
-  std::string failure;         // why the node cannot run sandboxes
+  std::string rootfs;                               // empty when the node failed
+  std::string failure;                              // why the node cannot run sandboxes
   node_agent::RootLayout layout;
   std::vector<node_agent::SlotResources> slots;
   std::optional<node_agent::SandboxEvent> staged_event;  // leader only

@@ -12,8 +12,7 @@
 namespace oshpc::launcher {
 namespace {
 
-constexpr const char* kUsage =
-    "mpirun [MPI OPTIONS] oshpc-fanout [OPTIONS] -- COMMAND [ARG...]";
+constexpr const char* kUsage = "mpirun [MPI OPTIONS] oshpc-fanout [OPTIONS] -- COMMAND [ARG...]";
 
 cxxopts::Options make_parser() {
   cxxopts::Options parser("oshpc-fanout", "Run many sandboxes over the nodes of an allocation.");
@@ -80,11 +79,9 @@ T get(const cxxopts::ParseResult& result, const char* name) {
 }
 
 bool is_safe_job_name(const std::string& name) {
-  return !name.empty() && name.size() <= 64 &&
-         std::all_of(name.begin(), name.end(), [](char c) {
-           return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
-         }) &&
-         name[0] != '.';
+  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  }) && name[0] != '.';
 }
 
 void require_positive(const char* option, std::int64_t value) {
@@ -95,7 +92,8 @@ void require_positive(const char* option, std::int64_t value) {
 }
 
 void fill_run_options(const cxxopts::ParseResult& result, Options& options) {
-  if (!result.count("image")) throw UsageError("--image is required (a squashfs file or a directory)");
+  if (!result.count("image"))
+    throw UsageError("--image is required (a squashfs file or a directory)");
   options.image = get<std::string>(result, "image");
   if (!result.count("count")) throw UsageError("--count is required");
   options.count = get<std::int64_t>(result, "count");
@@ -109,8 +107,8 @@ void fill_run_options(const cxxopts::ParseResult& result, Options& options) {
   options.gpus_per_sandbox = get<int>(result, "gpus-per-sandbox");
   if (options.gpus_per_sandbox < 0) throw UsageError("--gpus-per-sandbox must be 0 or more");
   if (result.count("mem-per-sandbox")) {
-    options.mem_per_sandbox = parse_size("--mem-per-sandbox",
-                                         get<std::string>(result, "mem-per-sandbox"));
+    options.mem_per_sandbox =
+        parse_size("--mem-per-sandbox", get<std::string>(result, "mem-per-sandbox"));
   }
   std::string placement = get<std::string>(result, "placement");
   if (placement == "pack") {
@@ -197,9 +195,10 @@ std::pair<std::string, std::string> parse_env_assignment(const std::string& text
     throw UsageError("--env expects KEY=VALUE (got '" + text + "')");
   }
   std::string key = text.substr(0, eq);
-  bool valid = std::all_of(key.begin(), key.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
-  }) && !std::isdigit(static_cast<unsigned char>(key[0]));
+  bool valid =
+      std::all_of(key.begin(), key.end(),
+                  [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }) &&
+      !std::isdigit(static_cast<unsigned char>(key[0]));
   if (!valid) throw UsageError("--env: '" + key + "' is not a valid variable name");
   return {key, text.substr(eq + 1)};
 }
@@ -222,8 +221,10 @@ std::int64_t parse_size(const std::string& option, const std::string& text) {
   }
   static const std::string kUnits = "KMGT";
   double scale = 1;
-  if (unit.size() == 1 && kUnits.find(static_cast<char>(std::toupper(unit[0]))) != std::string::npos) {
-    scale = std::pow(1024.0, 1 + static_cast<double>(kUnits.find(static_cast<char>(std::toupper(unit[0])))));
+  if (unit.size() == 1 &&
+      kUnits.find(static_cast<char>(std::toupper(unit[0]))) != std::string::npos) {
+    scale = std::pow(
+        1024.0, 1 + static_cast<double>(kUnits.find(static_cast<char>(std::toupper(unit[0])))));
   } else if (!unit.empty() && unit != "B") {
     used = 0;
   }
@@ -322,8 +323,8 @@ Options parse_options(int argc, const char* const argv[]) {
     throw UsageError(e.what());
   }
   if (options.command.empty()) {
-    throw UsageError("no COMMAND given: put the sandbox command after -- (" +
-                     std::string(kUsage) + ")");
+    throw UsageError("no COMMAND given: put the sandbox command after -- (" + std::string(kUsage) +
+                     ")");
   }
   if (result.count("plan")) options.action = Action::kPlan;
   return options;

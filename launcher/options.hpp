@@ -10,8 +10,8 @@
 
 #include "node-agent/sandbox_spec.hpp"
 #include "node-agent/seccomp/seccomp_filter.hpp"
-#include "topo/placement.hpp"
 #include "rootfs-cache/staging.hpp"
+#include "topo/placement.hpp"
 
 namespace oshpc::launcher {
 
@@ -29,26 +29,26 @@ struct Options {
   std::int64_t count = 0;
   int cpus_per_sandbox = 1;
   int gpus_per_sandbox = 0;
-  std::int64_t mem_per_sandbox = 0;    // bytes; 0: no memory bound in placement
+  std::int64_t mem_per_sandbox = 0;  // bytes; 0: no memory bound in placement
   topo::PlacementPolicy placement = topo::PlacementPolicy::kPack;
-  std::string topology_xml;            // plan against this machine description (--plan only)
-  std::optional<int> slots_per_rank;   // overrides the CPU-derived slot count
-  std::int64_t index_offset = 0;       // sandbox indices start here (job array slices)
+  std::string topology_xml;           // plan against this machine description (--plan only)
+  std::optional<int> slots_per_rank;  // overrides the CPU-derived slot count
+  std::int64_t index_offset = 0;      // sandbox indices start here (job array slices)
   seccomp::SeccompProfile seccomp = seccomp::SeccompProfile::kDefault;
-  std::string policy_path;             // egress policy; "" denies all egress (no proxy at all)
-  std::string upstream_proxy;          // chain allowed traffic through http://HOST:PORT
-  double timeout_seconds = 0;          // 0: none
+  std::string policy_path;     // egress policy; "" denies all egress (no proxy at all)
+  std::string upstream_proxy;  // chain allowed traffic through http://HOST:PORT
+  double timeout_seconds = 0;  // 0: none
   node_agent::EnvironmentList environment;
   std::vector<node_agent::BindMount> binds;
-  std::string events_path;             // "" -> <output-dir>/events.jsonl; "-" -> stdout
-  std::string output_dir;              // "" -> ./oshpc-<job>
-  std::string cache_dir;               // "" -> rootfs_cache::default_cache_dir()
+  std::string events_path;  // "" -> <output-dir>/events.jsonl; "-" -> stdout
+  std::string output_dir;   // "" -> ./oshpc-<job>
+  std::string cache_dir;    // "" -> rootfs_cache::default_cache_dir()
   rootfs_cache::StageMethod stage_method = rootfs_cache::StageMethod::kAuto;
   rootfs_cache::StageFrom stage_from = rootfs_cache::StageFrom::kBroadcast;
   node_agent::IdentityMode identity = node_agent::IdentityMode::kRoot;
-  std::string job_name;                // "" -> generated on rank 0
+  std::string job_name;  // "" -> generated on rank 0
   bool keep_workspaces = false;
-  int verbosity = 0;                   // -q: -1, -v: 1, -vv: 2
+  int verbosity = 0;  // -q: -1, -v: 1, -vv: 2
   std::vector<std::string> command;
 };
 

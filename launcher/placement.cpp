@@ -10,7 +10,9 @@
 namespace oshpc::launcher {
 namespace {
 
-auto logger() { return log::get("launcher"); }
+auto logger() {
+  return log::get("launcher");
+}
 
 std::uint64_t hash_cpus(const std::vector<int>& cpus) {
   std::uint64_t hash = 1469598103934665603ULL;

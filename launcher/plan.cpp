@@ -26,7 +26,9 @@ int describe_job(const Options& options, const MpiSession& mpi, nlohmann::json& 
            {"ranks", mpi.size()},
            {"image", image.path},
            {"image_kind", image.is_directory ? "directory" : "squashfs"},
-           {"stage_method_here", image.is_directory ? "directory" : fuse ? "mount" : "extract"},
+           {"stage_method_here", image.is_directory ? "directory"
+                                 : fuse             ? "mount"
+                                                    : "extract"},
            {"cpus_per_sandbox", options.cpus_per_sandbox},
            {"gpus_per_sandbox", options.gpus_per_sandbox},
            {"seccomp", seccomp::profile_name(options.seccomp)},
@@ -58,8 +60,8 @@ std::vector<std::string> gather_strings(const std::string& mine, const MpiSessio
   std::vector<std::string> result;
   if (mpi.rank() != 0) return result;
   for (std::size_t r = 0; r < lengths.size(); ++r) {
-    result.push_back(all.substr(static_cast<std::size_t>(offsets[r]),
-                                static_cast<std::size_t>(lengths[r])));
+    result.push_back(
+        all.substr(static_cast<std::size_t>(offsets[r]), static_cast<std::size_t>(lengths[r])));
   }
   return result;
 }
@@ -124,8 +126,8 @@ int print_plan(const Options& options, const MpiSession& mpi) {
     for (int s = 0; s < my_slots; ++s) {
       std::int64_t index = wave * total_slots + first_slot + s;
       if (index >= options.count) break;
-      topo::append_plan_line_json(lines, index + options.index_offset, mpi.node_name(),
-                                  mpi.rank(), placement->slots[static_cast<std::size_t>(s)]);
+      topo::append_plan_line_json(lines, index + options.index_offset, mpi.node_name(), mpi.rank(),
+                                  placement->slots[static_cast<std::size_t>(s)]);
       lines += '\n';
     }
   }

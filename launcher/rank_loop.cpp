@@ -18,7 +18,8 @@ SignalsSeen step_node(const LocalNode& node, SignalChannel& signals, int timeout
     runner->append_poll_fds(fds);
     std::int64_t next_deadline_us = runner->enforce_timeouts();
     if (next_deadline_us >= 0) {
-      timeout_ms = static_cast<int>(std::min<std::int64_t>(timeout_ms, next_deadline_us / 1000 + 1));
+      timeout_ms =
+          static_cast<int>(std::min<std::int64_t>(timeout_ms, next_deadline_us / 1000 + 1));
     }
   }
   ::poll(fds.data(), fds.size(), timeout_ms);

@@ -43,8 +43,8 @@ std::string summary_text(const Tally& tally, std::int64_t count, double wall_sec
   };
   out += format("  start latency: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms\n", ms(50), ms(95), ms(99));
   for (const auto& staged : tally.staging) {
-    out += "  staging on " + staged.node + ": " + staged.method +
-           format(", %.2f s\n", staged.seconds);
+    out +=
+        "  staging on " + staged.node + ": " + staged.method + format(", %.2f s\n", staged.seconds);
   }
   if (tally.egress_allowed + tally.egress_denied > 0) {
     out += "  egress: " + std::to_string(tally.egress_allowed) + " connections allowed, " +

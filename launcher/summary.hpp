@@ -10,7 +10,6 @@
 
 namespace oshpc::launcher {
 
-
 // "running 12, finished 180/200 (failed 3), 95.2/s". Never fails.
 std::string progress_text(const Tally& tally, std::int64_t count, double elapsed_seconds);
 

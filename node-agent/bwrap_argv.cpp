@@ -21,34 +21,53 @@ void set_variable(EnvironmentList& env, const std::string& key, std::string valu
 void append_isolation(std::vector<std::string>& argv, const SandboxProfile& profile,
                       const SandboxInstance& instance, unsigned uid, unsigned gid) {
   bool keep_ids = profile.identity == IdentityMode::kSelf;
-  argv.insert(argv.end(), {
-      // --unshare-all only tries the user namespace; ask for it outright so a host without
-      // user namespaces fails loudly instead of running the sandbox as the caller.
-      "--unshare-all", "--unshare-user",
-      "--uid", keep_ids ? std::to_string(uid) : "0",
-      "--gid", keep_ids ? std::to_string(gid) : "0",
-      // No nested user namespaces: closes the usual route to more kernel attack surface.
-      "--disable-userns",
-      "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-      "--hostname", instance.id,
-  });
+  argv.insert(
+      argv.end(),
+      {
+          // --unshare-all only tries the user namespace; ask for it outright so a host without
+          // user namespaces fails loudly instead of running the sandbox as the caller.
+          "--unshare-all",
+          "--unshare-user",
+          "--uid",
+          keep_ids ? std::to_string(uid) : "0",
+          "--gid",
+          keep_ids ? std::to_string(gid) : "0",
+          // No nested user namespaces: closes the usual route to more kernel attack surface.
+          "--disable-userns",
+          "--die-with-parent",
+          "--new-session",
+          "--cap-drop",
+          "ALL",
+          "--hostname",
+          instance.id,
+      });
 }
 
 void append_own_mounts(std::vector<std::string>& argv, const SandboxProfile& profile,
                        const SandboxInstance& instance) {
   argv.insert(argv.end(), {
-      "--proc", "/proc", "--dev", "/dev",
-      "--tmpfs", "/tmp", "--tmpfs", "/run",
-      "--bind", instance.workspace, kWorkspaceDir,
-      "--ro-bind", profile.exec_helper, kExecHelperPath,
-  });
+                              "--proc",
+                              "/proc",
+                              "--dev",
+                              "/dev",
+                              "--tmpfs",
+                              "/tmp",
+                              "--tmpfs",
+                              "/run",
+                              "--bind",
+                              instance.workspace,
+                              kWorkspaceDir,
+                              "--ro-bind",
+                              profile.exec_helper,
+                              kExecHelperPath,
+                          });
   if (instance.slot) {
     argv.insert(argv.end(), instance.slot->device_args.begin(), instance.slot->device_args.end());
   }
   argv.insert(argv.end(), instance.mount_args.begin(), instance.mount_args.end());
   for (const auto& bind : profile.binds) {
-    argv.insert(argv.end(), {bind.writable ? "--bind" : "--ro-bind", bind.source,
-                             bind.destination});
+    argv.insert(argv.end(),
+                {bind.writable ? "--bind" : "--ro-bind", bind.source, bind.destination});
   }
 }
 
@@ -105,8 +124,8 @@ EnvironmentList sandbox_environment(const SandboxProfile& profile,
 }
 
 std::vector<std::string> build_bwrap_argv(const SandboxProfile& profile, const RootLayout& layout,
-                                          const SandboxInstance& instance,
-                                          const InheritedFds& fds, unsigned uid, unsigned gid) {
+                                          const SandboxInstance& instance, const InheritedFds& fds,
+                                          unsigned uid, unsigned gid) {
   std::vector<std::string> argv;
   argv.reserve(layout.mount_args.size() + 96 + profile.command.size());
   argv.push_back(profile.bwrap);

@@ -16,8 +16,7 @@ std::string expand_placeholders(std::string_view text, const SandboxInstance& in
 
 // The environment a sandbox starts with: a fixed base, the OSHPC_* identity variables, then the
 // user's variables (placeholders expanded), later entries overriding earlier ones.
-EnvironmentList sandbox_environment(const SandboxProfile& profile,
-                                    const SandboxInstance& instance);
+EnvironmentList sandbox_environment(const SandboxProfile& profile, const SandboxInstance& instance);
 
 // File descriptors the spawned bubblewrap inherits, by number in the spawning process.
 struct InheritedFds {
@@ -30,7 +29,7 @@ struct InheritedFds {
 // The full argv: bwrap, its options, then oshpc-exec and the expanded command.
 // `uid`/`gid` are the caller's ids (used when the identity mode keeps them). Never fails.
 std::vector<std::string> build_bwrap_argv(const SandboxProfile& profile, const RootLayout& layout,
-                                          const SandboxInstance& instance,
-                                          const InheritedFds& fds, unsigned uid, unsigned gid);
+                                          const SandboxInstance& instance, const InheritedFds& fds,
+                                          unsigned uid, unsigned gid);
 
 }  // namespace oshpc::node_agent

@@ -9,9 +9,12 @@
 namespace oshpc::node_agent {
 namespace {
 
-const std::vector<std::string> kDefaultLibDirs = {
-    "/usr/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu/nvidia/current",
-    "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/nvidia/lib64"};
+const std::vector<std::string> kDefaultLibDirs = {"/usr/lib/x86_64-linux-gnu",
+                                                  "/usr/lib/x86_64-linux-gnu/nvidia/current",
+                                                  "/usr/lib/aarch64-linux-gnu",
+                                                  "/usr/lib64",
+                                                  "/usr/lib",
+                                                  "/usr/local/nvidia/lib64"};
 const std::vector<std::string> kDefaultBinDirs = {"/usr/bin", "/usr/local/nvidia/bin"};
 
 // Library name prefixes of the driver's user-space; CUDA toolkit libraries are not the
@@ -46,8 +49,8 @@ DriverFiles find_nvidia_driver_files(const std::vector<std::string>& lib_dirs,
   for (const auto& dir : lib_dirs.empty() ? kDefaultLibDirs : lib_dirs) {
     for (const auto& name : list_directory(dir)) {
       if (!is_driver_library(name) || !seen.insert(name).second) continue;
-      files.bind_args.insert(files.bind_args.end(),
-                             {"--ro-bind", dir + "/" + name, std::string(kDriverLibDir) + "/" + name});
+      files.bind_args.insert(files.bind_args.end(), {"--ro-bind", dir + "/" + name,
+                                                     std::string(kDriverLibDir) + "/" + name});
       ++files.libraries;
     }
   }

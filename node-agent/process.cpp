@@ -38,8 +38,7 @@ bool move_fd(int from, int to) {
 
 }  // namespace
 
-ChildProcess::ChildProcess(ChildProcess&& other) noexcept
-    : leads_group_(other.leads_group_) {
+ChildProcess::ChildProcess(ChildProcess&& other) noexcept : leads_group_(other.leads_group_) {
   pid_ = other.release();
 }
 
@@ -76,7 +75,9 @@ int ChildProcess::wait() {
   return status;
 }
 
-pid_t ChildProcess::release() { return std::exchange(pid_, -1); }
+pid_t ChildProcess::release() {
+  return std::exchange(pid_, -1);
+}
 
 namespace {
 
@@ -138,8 +139,12 @@ ChildProcess spawn_process(const std::vector<std::string>& argv, const SpawnOpti
     numa_mask[node / 64] |= 1UL << (node % 64);
   }
   volatile int exec_errno = 0;
-  const ChildPlan plan{c_argv.data(), &options, &cpus, bind_memory ? numa_mask : nullptr,
-                       options.stdin_fd < 0 ? dev_null.get() : options.stdin_fd, &exec_errno};
+  const ChildPlan plan{c_argv.data(),
+                       &options,
+                       &cpus,
+                       bind_memory ? numa_mask : nullptr,
+                       options.stdin_fd < 0 ? dev_null.get() : options.stdin_fd,
+                       &exec_errno};
 
   pid_t pid = ::vfork();
   if (pid < 0) sys::throw_errno("start " + argv[0]);

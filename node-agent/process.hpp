@@ -11,9 +11,9 @@
 namespace oshpc::node_agent {
 
 struct SpawnOptions {
-  int stdin_fd = -1;   // -1: /dev/null
-  int stdout_fd = -1;  // -1: inherit
-  int stderr_fd = -1;  // -1: inherit
+  int stdin_fd = -1;             // -1: /dev/null
+  int stdout_fd = -1;            // -1: inherit
+  int stderr_fd = -1;            // -1: inherit
   std::vector<int> inherit_fds;  // kept open across exec at the same numbers; all others closed
   std::vector<int> cpus;         // CPU affinity for the child (empty: inherit)
   int numa_node = -1;            // bind the child's memory to this NUMA node (best effort)

@@ -60,8 +60,8 @@ std::string deepest_existing_directory(const std::string& rootfs, const std::str
                                   next + " in the image; name the link's target instead");
     }
     if (kind == EntryKind::kFile && next != destination) {
-      throw std::invalid_argument("bind destination " + destination + " is below the file " +
-                                  next + " in the image");
+      throw std::invalid_argument("bind destination " + destination + " is below the file " + next +
+                                  " in the image");
     }
     current = next;
   }
@@ -91,8 +91,8 @@ void bind_entries_back(const std::string& rootfs, const std::string& dir,
 }  // namespace
 
 const std::vector<std::string>& reserved_sandbox_paths() {
-  static const std::vector<std::string> kReserved = {"/proc", "/dev", "/tmp", "/run",
-                                                     "/sandbox", "/.oshpc"};
+  static const std::vector<std::string> kReserved = {"/proc", "/dev",     "/tmp",
+                                                     "/run",  "/sandbox", "/.oshpc"};
   return kReserved;
 }
 

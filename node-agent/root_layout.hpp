@@ -16,7 +16,7 @@ namespace oshpc::node_agent {
 enum class EntryKind { kDirectory, kFile, kSymlink, kOther };
 
 struct ImageEntry {
-  std::string name;         // one path component
+  std::string name;  // one path component
   EntryKind kind = EntryKind::kOther;
   std::string link_target;  // for symlinks
 };
@@ -33,9 +33,9 @@ EntryKind image_entry_kind(const std::string& rootfs, const std::string& path);
 const std::vector<std::string>& reserved_sandbox_paths();
 
 struct RootLayout {
-  std::vector<std::string> mount_args;     // bubblewrap arguments, before our own mounts
-  std::vector<std::string> remount_args;   // --remount-ro for the tmpfs root and synthesized dirs
-  std::vector<std::string> synthesized;    // image directories replaced by tmpfs + binds
+  std::vector<std::string> mount_args;    // bubblewrap arguments, before our own mounts
+  std::vector<std::string> remount_args;  // --remount-ro for the tmpfs root and synthesized dirs
+  std::vector<std::string> synthesized;   // image directories replaced by tmpfs + binds
 };
 
 // Plans the root for an image staged at `rootfs`, given the destinations of user binds.

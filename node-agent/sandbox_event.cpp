@@ -4,25 +4,38 @@ namespace oshpc::node_agent {
 
 std::string_view event_type_name(EventType type) {
   switch (type) {
-    case EventType::kImageStaged: return "image_staged";
-    case EventType::kStarted: return "started";
-    case EventType::kExited: return "exited";
-    case EventType::kFailed: return "failed";
-    case EventType::kNodeFailed: return "node_failed";
-    case EventType::kEgress: return "egress";
+    case EventType::kImageStaged:
+      return "image_staged";
+    case EventType::kStarted:
+      return "started";
+    case EventType::kExited:
+      return "exited";
+    case EventType::kFailed:
+      return "failed";
+    case EventType::kNodeFailed:
+      return "node_failed";
+    case EventType::kEgress:
+      return "egress";
   }
   return "unknown";
 }
 
 std::string_view failure_reason_name(FailureReason reason) {
   switch (reason) {
-    case FailureReason::kNone: return "";
-    case FailureReason::kCommandNotFound: return "command_not_found";
-    case FailureReason::kExecFailed: return "exec_failed";
-    case FailureReason::kTimeout: return "timeout";
-    case FailureReason::kCancelled: return "cancelled";
-    case FailureReason::kSpawnFailed: return "spawn_failed";
-    case FailureReason::kNodeFailed: return "node_failed";
+    case FailureReason::kNone:
+      return "";
+    case FailureReason::kCommandNotFound:
+      return "command_not_found";
+    case FailureReason::kExecFailed:
+      return "exec_failed";
+    case FailureReason::kTimeout:
+      return "timeout";
+    case FailureReason::kCancelled:
+      return "cancelled";
+    case FailureReason::kSpawnFailed:
+      return "spawn_failed";
+    case FailureReason::kNodeFailed:
+      return "node_failed";
   }
   return "unknown";
 }

@@ -53,7 +53,9 @@ struct SandboxRunner::Running {
 
 namespace {
 
-auto logger() { return log::get("node-agent"); }
+auto logger() {
+  return log::get("node-agent");
+}
 
 // How long a command's death by a stop signal waits for this rank's own stop to arrive.
 constexpr std::int64_t kStopSignalHoldUs = 300'000;
@@ -63,7 +65,9 @@ void parse_report_line(const std::string& line, ExecReport& report) {
   char kind = 0;
   in >> kind;
   switch (kind) {
-    case 'S': in >> report.started_mono_us; break;
+    case 'S':
+      in >> report.started_mono_us;
+      break;
     case 'E':
       in >> report.exec_errno;
       in.ignore(1);
@@ -73,7 +77,8 @@ void parse_report_line(const std::string& line, ExecReport& report) {
       in >> report.wait_status >> report.user_us >> report.system_us >> report.max_rss_kib;
       report.has_status = !in.fail();
       break;
-    default: break;  // a future line kind: ignore rather than fail the sandbox
+    default:
+      break;  // a future line kind: ignore rather than fail the sandbox
   }
 }
 
@@ -196,8 +201,8 @@ void SandboxRunner::start_one(std::int64_t index, int slot) {
     }
 
     if (config_.prepare_network) instance.mount_args = config_.prepare_network(instance.id);
-    auto argv = build_bwrap_argv(config_.profile, config_.layout, instance, fds, ::getuid(),
-                                 ::getgid());
+    auto argv =
+        build_bwrap_argv(config_.profile, config_.layout, instance, fds, ::getuid(), ::getgid());
     options.cpus = instance.slot->cpus;
     options.numa_node = instance.slot->numa;
     // Its own process group: a signal meant for this rank's group (mpirun, srun) must reach
@@ -215,7 +220,8 @@ void SandboxRunner::start_one(std::int64_t index, int slot) {
     return;
   }
 
-  if (config_.timeout_us > 0) sandbox->deadline_mono_us = sandbox->spawn_mono_us + config_.timeout_us;
+  if (config_.timeout_us > 0)
+    sandbox->deadline_mono_us = sandbox->spawn_mono_us + config_.timeout_us;
   pid_t pid = sandbox->process.pid();
   running_.emplace(pid, std::move(sandbox));
 }
@@ -380,12 +386,13 @@ SandboxEvent SandboxRunner::terminal_event(Running& sandbox, int wait_status) co
     event.message = "the job was stopped before the sandbox finished";
   } else if (sandbox.timed_out) {
     event.reason = FailureReason::kTimeout;
-    event.message = "killed after the --timeout of " + std::to_string(config_.timeout_us / 1000000) + " s";
+    event.message =
+        "killed after the --timeout of " + std::to_string(config_.timeout_us / 1000000) + " s";
   } else if (report.exec_errno != 0) {
-    event.reason = report.exec_errno == ENOENT ? FailureReason::kCommandNotFound
-                                                : FailureReason::kExecFailed;
-    event.message = "cannot run " + report.exec_command + " in the image: " +
-                    std::strerror(report.exec_errno);
+    event.reason =
+        report.exec_errno == ENOENT ? FailureReason::kCommandNotFound : FailureReason::kExecFailed;
+    event.message =
+        "cannot run " + report.exec_command + " in the image: " + std::strerror(report.exec_errno);
   } else if (report.started_mono_us >= 0) {
     // The command started but its reporter did not outlive it: the sandbox itself was killed.
     event.type = EventType::kExited;
@@ -402,8 +409,7 @@ SandboxEvent SandboxRunner::terminal_event(Running& sandbox, int wait_status) co
   return event;
 }
 
-void SandboxRunner::fail_unstarted(std::int64_t index, FailureReason reason,
-                                   std::string message) {
+void SandboxRunner::fail_unstarted(std::int64_t index, FailureReason reason, std::string message) {
   SandboxEvent event;
   event.type = EventType::kFailed;
   event.wall_us = clock::wall_us();

@@ -14,9 +14,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/sys.hpp"
 #include "node-agent/root_layout.hpp"
 #include "node-agent/sandbox_event.hpp"
-#include "common/sys.hpp"
 #include "node-agent/sandbox_spec.hpp"
 
 namespace oshpc::node_agent {

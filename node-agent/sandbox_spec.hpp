@@ -23,33 +23,33 @@ using EnvironmentList = std::vector<std::pair<std::string, std::string>>;
 
 // The profile every sandbox shares within one job (same image, same options).
 struct SandboxProfile {
-  std::string rootfs;             // host directory holding the staged image root
-  std::string exec_helper;        // host path of the static oshpc-exec program
-  std::string bwrap = "bwrap";    // bubblewrap executable
+  std::string rootfs;           // host directory holding the staged image root
+  std::string exec_helper;      // host path of the static oshpc-exec program
+  std::string bwrap = "bwrap";  // bubblewrap executable
   IdentityMode identity = IdentityMode::kRoot;
-  std::vector<BindMount> binds;   // user binds, after validation
-  EnvironmentList environment;    // user environment (placeholders not yet expanded)
+  std::vector<BindMount> binds;      // user binds, after validation
+  EnvironmentList environment;       // user environment (placeholders not yet expanded)
   std::vector<std::string> command;  // COMMAND [ARG...] (placeholders not yet expanded)
-  std::string working_dir;        // where the command starts; "" for /sandbox
+  std::string working_dir;           // where the command starts; "" for /sandbox
 };
 
 // What one slot gives the sandbox running in it, from the node's placement (topo/).
 struct SlotResources {
-  std::vector<int> cpus;                    // host CPUs (empty: unpinned)
-  int numa = -1;                            // memory node to bind to (-1: none)
-  std::vector<std::string> device_args;     // bubblewrap args binding its GPU device nodes
-  EnvironmentList environment;              // CUDA_VISIBLE_DEVICES and the like
-  std::string gpus;                         // for events: its GPUs, "0,1" or UUIDs
+  std::vector<int> cpus;                 // host CPUs (empty: unpinned)
+  int numa = -1;                         // memory node to bind to (-1: none)
+  std::vector<std::string> device_args;  // bubblewrap args binding its GPU device nodes
+  EnvironmentList environment;           // CUDA_VISIBLE_DEVICES and the like
+  std::string gpus;                      // for events: its GPUs, "0,1" or UUIDs
 };
 
 // One sandbox instance: who it is and where its files go.
 struct SandboxInstance {
-  std::string id;         // job-unique, safe as a file name
-  std::int64_t index = 0; // 0..count-1
+  std::string id;          // job-unique, safe as a file name
+  std::int64_t index = 0;  // 0..count-1
   std::int64_t count = 0;
   std::string node;
   int rank = 0;
-  std::string workspace;  // host directory bound writable at /sandbox
+  std::string workspace;                // host directory bound writable at /sandbox
   const SlotResources* slot = nullptr;  // where it runs (never null once placed)
   std::vector<std::string> mount_args;  // its own extra mounts (e.g. its proxy socket)
 };

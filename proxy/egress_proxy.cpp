@@ -34,7 +34,9 @@ constexpr std::int64_t kSweepIntervalUs = 100'000;
 constexpr std::int64_t kLingerUs = 2'000'000;  // draining a refused client before closing
 constexpr std::int64_t kListenerPauseUs = 100'000;
 
-std::uint64_t token(std::uint64_t id, std::uint64_t tag) { return (id << 2) | tag; }
+std::uint64_t token(std::uint64_t id, std::uint64_t tag) {
+  return (id << 2) | tag;
+}
 
 enum class Stage { kRequest, kResolving, kConnecting, kUpstreamHandshake, kRelaying, kClosing };
 
@@ -47,8 +49,11 @@ struct Listener {
 
 struct Connection {
   Connection(std::uint64_t id_, std::string sandbox, sys::UniqueFd fd, std::size_t buffer_bytes)
-      : id(id_), sandbox_id(std::move(sandbox)), client(std::move(fd)),
-        to_upstream(buffer_bytes), to_client(buffer_bytes) {}
+      : id(id_),
+        sandbox_id(std::move(sandbox)),
+        client(std::move(fd)),
+        to_upstream(buffer_bytes),
+        to_client(buffer_bytes) {}
 
   std::uint64_t id;
   std::string sandbox_id;
@@ -73,7 +78,7 @@ struct Connection {
   std::vector<IpAddress> dials;    // what we connect to: targets, or the site proxy
   std::size_t next_dial = 0;
   bool via_upstream = false;
-  std::string upstream_target;     // host:port sent in CONNECT to the site proxy
+  std::string upstream_target;  // host:port sent in CONNECT to the site proxy
   std::string last_error;
 
   std::int64_t started_us = 0;
@@ -101,9 +106,11 @@ std::string http_response(int status, const std::string& body) {
 
 std::string error_body(int status, const Connection& c) {
   std::string body = "{\"error\":";
-  json_text::append_string(body, status == 403 ? "denied" : status == 400 ? "bad request"
-                                 : status == 408 ? "timeout" : status == 503 ? "limit"
-                                 : "upstream");
+  json_text::append_string(body, status == 403   ? "denied"
+                                 : status == 400 ? "bad request"
+                                 : status == 408 ? "timeout"
+                                 : status == 503 ? "limit"
+                                                 : "upstream");
   if (!c.request.host.empty()) {
     body += ",\"host\":";
     json_text::append_string(body, c.request.host);
@@ -140,8 +147,7 @@ int start_connect(const IpAddress& address, std::uint16_t port) {
   if (fd < 0) return -1;
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0 &&
-      errno != EINPROGRESS) {
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0 && errno != EINPROGRESS) {
     int saved = errno;
     ::close(fd);
     errno = saved;
@@ -271,13 +277,16 @@ class EgressProxy::Impl {
   void dispatch(std::uint64_t key, std::uint32_t events) {
     std::uint64_t id = key >> 2;
     switch (key & 3) {
-      case kTagResolver: on_resolutions(); return;
+      case kTagResolver:
+        on_resolutions();
+        return;
       case kTagListener: {
         auto it = listeners_.find(id);
         if (it != listeners_.end()) accept_from(it->first, it->second);
         return;
       }
-      default: break;
+      default:
+        break;
     }
     auto it = connections_.find(id);
     if (it == connections_.end() || it->second->dead) return;
@@ -294,9 +303,14 @@ class EgressProxy::Impl {
     std::uint32_t client = 0;
     std::uint32_t upstream = 0;
     switch (c.stage) {
-      case Stage::kRequest: client = EPOLLIN; break;
-      case Stage::kResolving: break;
-      case Stage::kConnecting: upstream = EPOLLOUT; break;
+      case Stage::kRequest:
+        client = EPOLLIN;
+        break;
+      case Stage::kResolving:
+        break;
+      case Stage::kConnecting:
+        upstream = EPOLLOUT;
+        break;
       case Stage::kUpstreamHandshake:
         // Sending our CONNECT until upstream_target is cleared, then reading the answer.
         upstream = c.upstream_target.empty() ? EPOLLIN : EPOLLOUT;
@@ -325,8 +339,8 @@ class EgressProxy::Impl {
 
   void accept_from(std::uint64_t listener_id, Listener& listener) {
     for (int i = 0; i < kAcceptBatch; ++i) {
-      sys::UniqueFd fd(::accept4(listener.fd.get(), nullptr, nullptr,
-                                 SOCK_NONBLOCK | SOCK_CLOEXEC));
+      sys::UniqueFd fd(
+          ::accept4(listener.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
       if (!fd.is_open()) {
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
           pause_listener(listener_id, listener);
@@ -349,8 +363,8 @@ class EgressProxy::Impl {
     int one = 1;
     ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails on UNIX: fine
     std::uint64_t id = next_id_++;
-    auto connection = std::make_unique<Connection>(id, sandbox_id, std::move(fd),
-                                                   options_.buffer_bytes);
+    auto connection =
+        std::make_unique<Connection>(id, sandbox_id, std::move(fd), options_.buffer_bytes);
     Connection& c = *connection;
     c.policy = policy_;
     c.started_us = clock::mono_us();
@@ -361,11 +375,12 @@ class EgressProxy::Impl {
     ++count;
 
     if (count > options_.max_connections_per_sandbox) {
-      refuse(c, 503, "sandbox connection limit (" +
-                         std::to_string(options_.max_connections_per_sandbox) + ") reached");
+      refuse(c, 503,
+             "sandbox connection limit (" + std::to_string(options_.max_connections_per_sandbox) +
+                 ") reached");
     } else if (connections_.size() > options_.max_connections) {
-      refuse(c, 503, "proxy connection limit (" + std::to_string(options_.max_connections) +
-                         ") reached");
+      refuse(c, 503,
+             "proxy connection limit (" + std::to_string(options_.max_connections) + ") reached");
     }
   }
 
@@ -373,9 +388,15 @@ class EgressProxy::Impl {
 
   void on_client_ready(Connection& c, std::uint32_t events) {
     switch (c.stage) {
-      case Stage::kRequest: read_request(c); break;
-      case Stage::kRelaying: relay(c); break;
-      case Stage::kClosing: linger(c); break;
+      case Stage::kRequest:
+        read_request(c);
+        break;
+      case Stage::kRelaying:
+        relay(c);
+        break;
+      case Stage::kClosing:
+        linger(c);
+        break;
       default:
         // Waiting on DNS or the destination: only a hang-up matters now.
         if (events & (EPOLLHUP | EPOLLERR)) {
@@ -503,8 +524,8 @@ class EgressProxy::Impl {
       const IpAddress& address = c.dials[c.next_dial++];
       int fd = start_connect(address, dial_port(c));
       if (fd < 0) {
-        c.last_error = "connect to " + bracket_host(address) + ":" +
-                       std::to_string(dial_port(c)) + ": " + std::strerror(errno);
+        c.last_error = "connect to " + bracket_host(address) + ":" + std::to_string(dial_port(c)) +
+                       ": " + std::strerror(errno);
         continue;
       }
       if (c.upstream.is_open()) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.upstream.get(), nullptr);
@@ -520,10 +541,17 @@ class EgressProxy::Impl {
 
   void on_upstream_ready(Connection& c, std::uint32_t events) {
     switch (c.stage) {
-      case Stage::kConnecting: on_connect_done(c); break;
-      case Stage::kUpstreamHandshake: continue_handshake(c, events); break;
-      case Stage::kRelaying: relay(c); break;
-      default: break;
+      case Stage::kConnecting:
+        on_connect_done(c);
+        break;
+      case Stage::kUpstreamHandshake:
+        continue_handshake(c, events);
+        break;
+      case Stage::kRelaying:
+        relay(c);
+        break;
+      default:
+        break;
     }
   }
 
@@ -546,8 +574,8 @@ class EgressProxy::Impl {
   }
 
   void start_handshake(Connection& c) {
-    std::string connect = "CONNECT " + c.upstream_target + " HTTP/1.1\r\nHost: " +
-                          c.upstream_target + "\r\n\r\n";
+    std::string connect =
+        "CONNECT " + c.upstream_target + " HTTP/1.1\r\nHost: " + c.upstream_target + "\r\n\r\n";
     c.head = connect;  // outgoing CONNECT until sent, then the site proxy's answer
     c.stage = Stage::kUpstreamHandshake;
     c.deadline_us = clock::mono_us() + options_.connect_timeout_ms * 1000LL;
@@ -583,9 +611,9 @@ class EgressProxy::Impl {
     int status = parse_response_status(c.head, head_size);
     if (status < 0 && c.head.size() < kMaxRequestHead) return;
     if (status != 200) {
-      fail(c, 502, "upstream proxy answered " +
-                       (status > 0 ? std::to_string(status) : std::string("garbage")) +
-                       " to CONNECT");
+      fail(c, 502,
+           "upstream proxy answered " +
+               (status > 0 ? std::to_string(status) : std::string("garbage")) + " to CONNECT");
       return;
     }
     std::string early = c.head.substr(head_size);
@@ -611,8 +639,9 @@ class EgressProxy::Impl {
   void relay(Connection& c) {
     bool moved = pump(c, c.client, c.to_upstream, c.client_eof, c.upstream, c.bytes_up, "sandbox");
     if (c.dead) return;
-    moved = pump(c, c.upstream, c.to_client, c.upstream_eof, c.client, c.bytes_down,
-                 "destination") || moved;
+    moved =
+        pump(c, c.upstream, c.to_client, c.upstream_eof, c.client, c.bytes_down, "destination") ||
+        moved;
     if (c.dead) return;
     if (moved) c.deadline_us = clock::mono_us() + options_.idle_timeout_ms * 1000LL;
     // A half-close travels on once everything before it has been delivered.
@@ -756,25 +785,29 @@ class EgressProxy::Impl {
         if (c.head.empty()) {
           close(c);  // never said anything: not worth a report
         } else {
-          refuse(c, 408, "no complete request within " +
-                             std::to_string(options_.request_timeout_ms) + " ms");
+          refuse(
+              c, 408,
+              "no complete request within " + std::to_string(options_.request_timeout_ms) + " ms");
         }
         break;
       case Stage::kResolving:
-        fail(c, 504, "resolving " + c.request.host + " took longer than " +
-                         std::to_string(options_.resolve_timeout_ms) + " ms");
+        fail(c, 504,
+             "resolving " + c.request.host + " took longer than " +
+                 std::to_string(options_.resolve_timeout_ms) + " ms");
         break;
       case Stage::kConnecting:
       case Stage::kUpstreamHandshake:
-        fail(c, 504, (c.via_upstream ? std::string("upstream proxy") : c.request.host) +
-                         " did not answer within " +
-                         std::to_string(options_.connect_timeout_ms) + " ms");
+        fail(c, 504,
+             (c.via_upstream ? std::string("upstream proxy") : c.request.host) +
+                 " did not answer within " + std::to_string(options_.connect_timeout_ms) + " ms");
         break;
       case Stage::kRelaying:
         c.reason = "idle for " + std::to_string(options_.idle_timeout_ms) + " ms";
         close(c);
         break;
-      case Stage::kClosing: close(c); break;
+      case Stage::kClosing:
+        close(c);
+        break;
     }
   }
 
@@ -822,15 +855,15 @@ std::string to_json(const ProxyDecision& d) {
   json_text::append_string(out, d.rule);
   out += ",\"reason\":";
   json_text::append_string(out, d.reason);
-  out += ",\"status\":" + std::to_string(d.status) + ",\"bytes_up\":" +
-         std::to_string(d.bytes_up) + ",\"bytes_down\":" + std::to_string(d.bytes_down) +
+  out += ",\"status\":" + std::to_string(d.status) + ",\"bytes_up\":" + std::to_string(d.bytes_up) +
+         ",\"bytes_down\":" + std::to_string(d.bytes_down) +
          ",\"duration_ms\":" + std::to_string(d.duration_ms) + "}";
   return out;
 }
 
 EgressProxy::EgressProxy(Policy policy, ProxyOptions options, DecisionCallback on_decision)
-    : impl_(std::make_unique<Impl>(std::move(policy), std::move(options),
-                                   std::move(on_decision))) {}
+    : impl_(std::make_unique<Impl>(std::move(policy), std::move(options), std::move(on_decision))) {
+}
 EgressProxy::~EgressProxy() = default;
 
 void EgressProxy::add_listener(sys::UniqueFd listening_fd, std::string sandbox_id) {
@@ -842,9 +875,17 @@ void EgressProxy::listen_unix(const std::string& path, std::string sandbox_id) {
 void EgressProxy::remove_sandbox(const std::string& sandbox_id) {
   impl_->remove_sandbox(sandbox_id);
 }
-void EgressProxy::set_policy(Policy policy) { impl_->set_policy(std::move(policy)); }
-int EgressProxy::epoll_fd() const { return impl_->epoll_fd(); }
-void EgressProxy::handle_ready(int timeout_ms) { impl_->handle_ready(timeout_ms); }
-std::size_t EgressProxy::connection_count() const { return impl_->connection_count(); }
+void EgressProxy::set_policy(Policy policy) {
+  impl_->set_policy(std::move(policy));
+}
+int EgressProxy::epoll_fd() const {
+  return impl_->epoll_fd();
+}
+void EgressProxy::handle_ready(int timeout_ms) {
+  impl_->handle_ready(timeout_ms);
+}
+std::size_t EgressProxy::connection_count() const {
+  return impl_->connection_count();
+}
 
 }  // namespace oshpc::proxy

@@ -41,8 +41,8 @@ struct ProxyOptions {
   std::size_t buffer_bytes = 64 * 1024;  // per direction per connection
   int request_timeout_ms = 10'000;       // from accept to a complete request head
   int resolve_timeout_ms = 5'000;
-  int connect_timeout_ms = 10'000;       // per address, and for the upstream proxy's answer
-  int idle_timeout_ms = 300'000;         // an established tunnel with no traffic either way
+  int connect_timeout_ms = 10'000;  // per address, and for the upstream proxy's answer
+  int idle_timeout_ms = 300'000;    // an established tunnel with no traffic either way
   int resolver_threads = 2;
   // Names answered without DNS (tests; sites that pin names). Checked like DNS answers.
   std::map<std::string, std::vector<std::string>> static_hosts;

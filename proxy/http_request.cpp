@@ -38,9 +38,8 @@ bool parse_request_line(std::string_view line, RequestHead& head) {
   head.method = line.substr(0, first);
   head.target = line.substr(first + 1, second - first - 1);
   head.version = line.substr(second + 1);
-  bool printable_target = std::all_of(head.target.begin(), head.target.end(), [](char c) {
-    return c > 0x20 && c < 0x7f;
-  });
+  bool printable_target = std::all_of(head.target.begin(), head.target.end(),
+                                      [](char c) { return c > 0x20 && c < 0x7f; });
   return is_token(head.method) && !head.target.empty() && printable_target &&
          (head.version == "HTTP/1.1" || head.version == "HTTP/1.0");
 }
@@ -53,7 +52,8 @@ bool parse_header_line(std::string_view line, RequestHead& head) {
   std::string_view value = trim(line.substr(colon + 1));
   // No space before the colon and no folded lines: both are request-smuggling tools.
   if (!is_token(name)) return false;
-  if (std::any_of(value.begin(), value.end(), [](char c) { return c == '\0' || c == '\r' || c == '\n'; })) {
+  if (std::any_of(value.begin(), value.end(),
+                  [](char c) { return c == '\0' || c == '\r' || c == '\n'; })) {
     return false;
   }
   head.headers.emplace_back(std::string(name), std::string(value));
@@ -61,10 +61,9 @@ bool parse_header_line(std::string_view line, RequestHead& head) {
 }
 
 bool valid_host_name(std::string_view host) {
-  return !host.empty() && host.size() <= 253 &&
-         std::all_of(host.begin(), host.end(), [](char c) {
-           return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
-         });
+  return !host.empty() && host.size() <= 253 && std::all_of(host.begin(), host.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
+  });
 }
 
 bool is_hop_by_hop(const std::string& name) {
@@ -136,9 +135,8 @@ ProxyRequest interpret_forward(const RequestHead& head) {
   Authority authority = parse_authority(authority_text, 80);
   if (!authority.ok) return reject(400, "bad host in '" + head.target + "'");
 
-  std::string origin = path_start == std::string_view::npos
-                           ? std::string("/")
-                           : std::string(rest.substr(path_start));
+  std::string origin = path_start == std::string_view::npos ? std::string("/")
+                                                            : std::string(rest.substr(path_start));
   if (origin.front() == '?') origin.insert(0, "/");
   ProxyRequest request;
   request.ok = true;
@@ -201,7 +199,8 @@ Authority parse_authority(std::string_view text, std::uint16_t default_port) {
     std::string_view after = text.substr(close + 1);
     if (!after.empty() && !after.starts_with(":")) return authority;
     if (!after.empty()) port_text = after.substr(1);
-    if (host.empty() || host.find_first_not_of("0123456789abcdefABCDEF:.") != std::string_view::npos) {
+    if (host.empty() ||
+        host.find_first_not_of("0123456789abcdefABCDEF:.") != std::string_view::npos) {
       return authority;
     }
   } else {
@@ -216,7 +215,8 @@ Authority parse_authority(std::string_view text, std::uint16_t default_port) {
     authority.port = default_port;
   } else {
     unsigned value = 0;
-    auto [end, error] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), value);
+    auto [end, error] =
+        std::from_chars(port_text.data(), port_text.data() + port_text.size(), value);
     if (error != std::errc() || end != port_text.data() + port_text.size() || value < 1 ||
         value > 65535) {
       return authority;

@@ -26,8 +26,8 @@ enum class HeadStatus { kIncomplete, kComplete, kInvalid, kTooLarge };
 
 struct HeadParse {
   HeadStatus status = HeadStatus::kIncomplete;
-  RequestHead head;    // valid when kComplete
-  std::string error;   // when kInvalid or kTooLarge
+  RequestHead head;   // valid when kComplete
+  std::string error;  // when kInvalid or kTooLarge
 };
 
 // Parses the head at the start of buffer (CRLF line ends, no folded lines). Never throws.

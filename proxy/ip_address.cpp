@@ -112,16 +112,26 @@ struct SpecialRange {
 std::vector<SpecialRange> make_special_ranges() {
   // Most specific first: the metadata address sits inside link-local.
   const std::pair<const char*, std::string_view> table[] = {
-      {"169.254.169.254/32", "metadata"}, {"fd00:ec2::254/128", "metadata"},
-      {"0.0.0.0/8", "unspecified"},       {"127.0.0.0/8", "loopback"},
-      {"10.0.0.0/8", "private"},          {"172.16.0.0/12", "private"},
-      {"192.168.0.0/16", "private"},      {"100.64.0.0/10", "CGNAT"},
-      {"169.254.0.0/16", "link-local"},   {"192.0.0.0/24", "reserved"},
-      {"198.18.0.0/15", "reserved"},      {"224.0.0.0/4", "multicast"},
-      {"240.0.0.0/4", "reserved"},        {"::/128", "unspecified"},
-      {"::1/128", "loopback"},            {"fe80::/10", "link-local"},
-      {"fec0::/10", "link-local"},        {"fc00::/7", "unique-local"},
-      {"ff00::/8", "multicast"},          {"64:ff9b:1::/48", "private"},
+      {"169.254.169.254/32", "metadata"},
+      {"fd00:ec2::254/128", "metadata"},
+      {"0.0.0.0/8", "unspecified"},
+      {"127.0.0.0/8", "loopback"},
+      {"10.0.0.0/8", "private"},
+      {"172.16.0.0/12", "private"},
+      {"192.168.0.0/16", "private"},
+      {"100.64.0.0/10", "CGNAT"},
+      {"169.254.0.0/16", "link-local"},
+      {"192.0.0.0/24", "reserved"},
+      {"198.18.0.0/15", "reserved"},
+      {"224.0.0.0/4", "multicast"},
+      {"240.0.0.0/4", "reserved"},
+      {"::/128", "unspecified"},
+      {"::1/128", "loopback"},
+      {"fe80::/10", "link-local"},
+      {"fec0::/10", "link-local"},
+      {"fc00::/7", "unique-local"},
+      {"ff00::/8", "multicast"},
+      {"64:ff9b:1::/48", "private"},
   };
   std::vector<SpecialRange> ranges;
   for (const auto& [text, kind] : table) ranges.push_back({*AddressRange::parse(text), kind});

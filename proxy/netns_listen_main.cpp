@@ -1,8 +1,9 @@
 // oshpc-netns-listen PID PORT: joins the network namespace of process PID (and, when needed,
-// the user namespace that owns it), waits for lo to be up (raising it after 2 s), listens on 127.0.0.1:PORT there, and sends
-// the listening socket over the UNIX socket on fd 3 (SCM_RIGHTS), then exits. On failure it
-// sends "ERRNO STEP" instead. Must run single-threaded: setns into a user namespace requires it
-// (setns(2)), which is why the multi-threaded node agent spawns this instead of calling setns.
+// the user namespace that owns it), waits for lo to be up (raising it after 2 s), listens on
+// 127.0.0.1:PORT there, and sends the listening socket over the UNIX socket on fd 3 (SCM_RIGHTS),
+// then exits. On failure it sends "ERRNO STEP" instead. Must run single-threaded: setns into a user
+// namespace requires it (setns(2)), which is why the multi-threaded node agent spawns this instead
+// of calling setns.
 #define _GNU_SOURCE 1
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -31,7 +32,9 @@ struct StepError {
   const char* step;
 };
 
-[[noreturn]] void fail_step(const char* step) { throw StepError{errno, step}; }
+[[noreturn]] void fail_step(const char* step) {
+  throw StepError{errno, step};
+}
 
 int open_netns(const std::string& pid) {
   int fd = ::open(("/proc/" + pid + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC);
@@ -40,7 +43,8 @@ int open_netns(const std::string& pid) {
 }
 
 bool same_namespace(int a, int b) {
-  struct stat sa {}, sb {};
+  struct stat sa {
+  }, sb{};
   return ::fstat(a, &sa) == 0 && ::fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
          sa.st_ino == sb.st_ino;
 }

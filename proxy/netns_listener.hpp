@@ -22,8 +22,7 @@ constexpr int kSandboxProxyPort = 3128;
 // the sandbox, e.g. bwrap's "child-pid" from --info-fd. Throws SysError naming the step that
 // failed (e.g. "cannot listen on 127.0.0.1:3128 in the network namespace of pid 42 (join its
 // user namespace): Operation not permitted").
-sys::UniqueFd open_listener_in_sandbox(pid_t sandbox_pid, int port,
-                                       const std::string& helper_path);
+sys::UniqueFd open_listener_in_sandbox(pid_t sandbox_pid, int port, const std::string& helper_path);
 
 // oshpc-netns-listen in the directory of the running executable. Never throws.
 std::string default_netns_helper_path();

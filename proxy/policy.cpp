@@ -14,8 +14,8 @@ namespace oshpc::proxy {
 namespace {
 
 // Endpoint keys OpenShell defines that this proxy cannot enforce without terminating TLS.
-constexpr std::string_view kUnenforcedKeys[] = {"protocol", "tls",   "enforcement", "access",
-                                                "rules",    "deny_rules"};
+constexpr std::string_view kUnenforcedKeys[] = {"protocol", "tls",   "enforcement",
+                                                "access",   "rules", "deny_rules"};
 
 class PolicyParser {
  public:
@@ -58,8 +58,8 @@ class PolicyParser {
     if (!endpoints.IsSequence()) fail(endpoints, "endpoints of '" + name + "' must be a list");
     std::size_t index = 0;
     for (const auto& node : endpoints) {
-      parse_endpoint(node, "network_policies." + name + ".endpoints[" +
-                               std::to_string(index++) + "]");
+      parse_endpoint(node,
+                     "network_policies." + name + ".endpoints[" + std::to_string(index++) + "]");
     }
   }
 
@@ -154,8 +154,9 @@ class PolicyParser {
   void note_unenforced_keys(const YAML::Node& node, const std::string& rule) {
     for (std::string_view key : kUnenforcedKeys) {
       if (node[std::string(key)]) {
-        policy_.warnings.push_back(source_ + ":" + std::to_string(node[std::string(key)].Mark().line + 1) +
-                                   ": " + rule + "." + std::string(key) +
+        policy_.warnings.push_back(source_ + ":" +
+                                   std::to_string(node[std::string(key)].Mark().line + 1) + ": " +
+                                   rule + "." + std::string(key) +
                                    " is not enforced (no TLS termination): the endpoint allows "
                                    "any traffic to its host and ports");
       }
@@ -234,10 +235,10 @@ Decision decide(const Policy& policy, std::string_view host, std::uint16_t port)
     return decision;
   }
   std::string target = std::string(host) + ":" + std::to_string(port);
-  decision.reason = policy.endpoints.empty() ? "no policy: all egress is denied"
-                    : host_known ? "port " + std::to_string(port) + " is not allowed for " +
-                                       std::string(host)
-                                 : "no network_policies endpoint matches " + target;
+  decision.reason =
+      policy.endpoints.empty() ? "no policy: all egress is denied"
+      : host_known ? "port " + std::to_string(port) + " is not allowed for " + std::string(host)
+                   : "no network_policies endpoint matches " + target;
   return decision;
 }
 
@@ -245,8 +246,9 @@ AddressCheck check_addresses(const Decision& decision, const std::vector<IpAddre
   AddressCheck check;
   for (const auto& address : addresses) {
     auto kind = special_address_kind(address);
-    bool exempt = std::any_of(decision.matches.begin(), decision.matches.end(),
-                              [&](const Endpoint* e) { return endpoint_allows_address(*e, address); });
+    bool exempt =
+        std::any_of(decision.matches.begin(), decision.matches.end(),
+                    [&](const Endpoint* e) { return endpoint_allows_address(*e, address); });
     if (!kind || exempt) {
       check.allowed.push_back(address);
     } else if (check.reason.empty()) {

@@ -16,16 +16,16 @@ namespace oshpc::proxy {
 
 // One allowed destination pattern.
 struct Endpoint {
-  std::string host;                     // "api.example.com", "*.example.com", "**.example.com"
-  std::vector<std::uint16_t> ports;     // never empty
+  std::string host;                       // "api.example.com", "*.example.com", "**.example.com"
+  std::vector<std::uint16_t> ports;       // never empty
   std::vector<AddressRange> allowed_ips;  // special ranges this endpoint may reach
-  std::string rule;                     // "network_policies.<name>.endpoints[<i>]"
-  int line = 0;                         // 1-based line in the policy file
+  std::string rule;                       // "network_policies.<name>.endpoints[<i>]"
+  int line = 0;                           // 1-based line in the policy file
 };
 
 struct Policy {
-  std::vector<Endpoint> endpoints;      // empty: deny everything
-  std::vector<std::string> warnings;    // keys understood by OpenShell that we do not enforce
+  std::vector<Endpoint> endpoints;    // empty: deny everything
+  std::vector<std::string> warnings;  // keys understood by OpenShell that we do not enforce
 };
 
 // A policy file that cannot be used; what() reads "FILE:LINE: problem".

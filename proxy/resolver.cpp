@@ -78,7 +78,9 @@ Resolver::~Resolver() {
   state_->wake.notify_all();
 }
 
-int Resolver::event_fd() const { return state_->event.get(); }
+int Resolver::event_fd() const {
+  return state_->event.get();
+}
 
 void Resolver::submit(std::uint64_t id, const std::string& host) {
   std::lock_guard lock(state_->mutex);

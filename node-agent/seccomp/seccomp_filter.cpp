@@ -75,11 +75,12 @@ scmp_arg_cmp flag_set(unsigned arg, scmp_datum_t flag) {
 
 void block_kernel_interfaces(RuleSink& sink) {
   const char* calls[] = {
-      "bpf", "perf_event_open", "userfaultfd", "kexec_load", "kexec_file_load",
-      "init_module", "finit_module", "delete_module", "keyctl", "add_key", "request_key",
-      "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
-      "mount", "umount2", "umount", "pivot_root", "swapon", "swapoff", "reboot",
-      "ptrace", "process_vm_readv", "process_vm_writev"};
+      "bpf",         "perf_event_open",  "userfaultfd",      "kexec_load", "kexec_file_load",
+      "init_module", "finit_module",     "delete_module",    "keyctl",     "add_key",
+      "request_key", "fsopen",           "fsconfig",         "fsmount",    "fspick",
+      "move_mount",  "open_tree",        "mount_setattr",    "mount",      "umount2",
+      "umount",      "pivot_root",       "swapon",           "swapoff",    "reboot",
+      "ptrace",      "process_vm_readv", "process_vm_writev"};
   for (const char* name : calls) sink.block(name, EPERM);
 }
 
@@ -125,11 +126,29 @@ void block_strict_extras(RuleSink& sink) {
   for (const auto& [flag, name] : namespace_flags) {
     sink.block("clone", EPERM, std::string("flags & ") + name, {flag_set(0, flag)});
   }
-  const char* calls[] = {
-      "io_uring_setup", "io_uring_enter", "io_uring_register", "pidfd_getfd", "kcmp",
-      "open_by_handle_at", "name_to_handle_at", "fanotify_init", "syslog", "acct",
-      "quotactl", "quotactl_fd", "lookup_dcookie", "vhangup", "uselib", "sysfs", "ustat",
-      "modify_ldt", "iopl", "ioperm", "memfd_secret", "move_pages", "migrate_pages"};
+  const char* calls[] = {"io_uring_setup",
+                         "io_uring_enter",
+                         "io_uring_register",
+                         "pidfd_getfd",
+                         "kcmp",
+                         "open_by_handle_at",
+                         "name_to_handle_at",
+                         "fanotify_init",
+                         "syslog",
+                         "acct",
+                         "quotactl",
+                         "quotactl_fd",
+                         "lookup_dcookie",
+                         "vhangup",
+                         "uselib",
+                         "sysfs",
+                         "ustat",
+                         "modify_ldt",
+                         "iopl",
+                         "ioperm",
+                         "memfd_secret",
+                         "move_pages",
+                         "migrate_pages"};
   for (const char* name : calls) sink.block(name, EPERM);
 }
 
@@ -162,8 +181,8 @@ sys::UniqueFd export_to_memfd(const FilterContext& filter, std::size_t& size_byt
   size_bytes = static_cast<std::size_t>(end);
 
   // Sealed, the program cannot change under a sandbox that has not read it yet.
-  if (::fcntl(memfd.get(), F_ADD_SEALS,
-              F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+  if (::fcntl(memfd.get(), F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) !=
+      0) {
     sys::throw_errno("seal the seccomp program");
   }
   if (::lseek(memfd.get(), 0, SEEK_SET) != 0) sys::throw_errno("rewind the seccomp program");
@@ -182,9 +201,12 @@ SeccompProfile parse_seccomp_profile(std::string_view name) {
 
 std::string_view profile_name(SeccompProfile profile) {
   switch (profile) {
-    case SeccompProfile::kDefault: return "default";
-    case SeccompProfile::kStrict: return "strict";
-    case SeccompProfile::kNone: return "none";
+    case SeccompProfile::kDefault:
+      return "default";
+    case SeccompProfile::kStrict:
+      return "strict";
+    case SeccompProfile::kNone:
+      return "none";
   }
   return "default";
 }

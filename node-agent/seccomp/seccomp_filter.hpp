@@ -21,9 +21,9 @@ std::string_view profile_name(SeccompProfile profile);
 
 // One entry of a profile: a system call and, when only some uses are blocked, which ones.
 struct BlockedCall {
-  std::string syscall;   // name as libseccomp spells it
-  std::string condition; // "" when every call is blocked, else e.g. "flags & CLONE_NEWUSER"
-  int error = 0;         // errno the call fails with (EPERM, or ENOSYS for clone3)
+  std::string syscall;    // name as libseccomp spells it
+  std::string condition;  // "" when every call is blocked, else e.g. "flags & CLONE_NEWUSER"
+  int error = 0;          // errno the call fails with (EPERM, or ENOSYS for clone3)
 };
 
 // What profile blocks, in the order the filter adds it (for docs, tests and --plan). Never fails.

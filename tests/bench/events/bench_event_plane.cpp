@@ -100,7 +100,9 @@ std::int64_t thread_cpu_ns() {
 double cpu_seconds() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+  auto s = [](const timeval& t) {
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+  };
   return s(usage.ru_utime) + s(usage.ru_stime);
 }
 
@@ -318,40 +320,46 @@ void report(const Config& config, int size, const Ingest& in, std::int64_t gener
         "{\"ranks\":%d,\"nodes\":%lld,\"per_node\":%lld,\"sandboxes\":%lld,\"events\":%lld,"
         "\"generated\":%lld,\"terminal\":%lld,\"batches\":%lld,\"mean_batch_bytes\":%.0f,"
         "\"wall_s\":%.3f,\"busy_s\":%.3f,\"cpu_s\":%.3f,\"events_per_s_wall\":%.0f,"
-        "\"events_per_s_busy\":%.0f,\"events_per_s_cpu\":%.0f,\"batches_per_s\":%.0f,\"bytes_written\":%lld,"
+        "\"events_per_s_busy\":%.0f,\"events_per_s_cpu\":%.0f,\"batches_per_s\":%.0f,\"bytes_"
+        "written\":%lld,"
         "\"json_bytes_per_event\":%.1f,\"rss_rank0_kib\":%lld,\"rss_generator_kib\":%lld,"
         "\"events_file\":\"%s\",\"transport_only\":%s,\"sandboxes_per_batch\":%lld}\n",
         size, static_cast<long long>(config.nodes), static_cast<long long>(config.per_node),
         static_cast<long long>(sandboxes), static_cast<long long>(in.events),
         static_cast<long long>(generated), static_cast<long long>(in.terminal),
         static_cast<long long>(in.batches),
-        static_cast<double>(in.batch_bytes) / static_cast<double>(std::max<std::int64_t>(1, in.batches)),
-        wall_s, busy_s, in.cpu_s, rate_wall, rate_busy, rate_cpu, static_cast<double>(in.batches) / wall_s,
-        static_cast<long long>(in.written),
+        static_cast<double>(in.batch_bytes) /
+            static_cast<double>(std::max<std::int64_t>(1, in.batches)),
+        wall_s, busy_s, in.cpu_s, rate_wall, rate_busy, rate_cpu,
+        static_cast<double>(in.batches) / wall_s, static_cast<long long>(in.written),
         static_cast<double>(in.written) / static_cast<double>(std::max<std::int64_t>(1, in.events)),
         static_cast<long long>(rss0), static_cast<long long>(rss_gen_max), config.events.c_str(),
         config.transport_only ? "true" : "false",
         static_cast<long long>(config.sandboxes_per_batch));
     return;
   }
-  std::printf("event plane%s: %lld nodes x %lld sandboxes = %lld sandboxes, %d ranks, events to %s\n",
-              config.transport_only ? " (transport only)" : "",
-              static_cast<long long>(config.nodes), static_cast<long long>(config.per_node),
-              static_cast<long long>(sandboxes), size, config.events.c_str());
+  std::printf(
+      "event plane%s: %lld nodes x %lld sandboxes = %lld sandboxes, %d ranks, events to %s\n",
+      config.transport_only ? " (transport only)" : "", static_cast<long long>(config.nodes),
+      static_cast<long long>(config.per_node), static_cast<long long>(sandboxes), size,
+      config.events.c_str());
   std::printf("  events received   %lld (sent %lld; terminal %lld)\n",
               static_cast<long long>(in.events), static_cast<long long>(generated),
               static_cast<long long>(in.terminal));
   std::printf("  batches           %lld, mean %.0f bytes, %.0f batches/s\n",
               static_cast<long long>(in.batches),
-              static_cast<double>(in.batch_bytes) / static_cast<double>(std::max<std::int64_t>(1, in.batches)),
+              static_cast<double>(in.batch_bytes) /
+                  static_cast<double>(std::max<std::int64_t>(1, in.batches)),
               static_cast<double>(in.batches) / wall_s);
   std::printf("  rank 0 wall       %.3f s  -> %.0f events/s\n", wall_s, rate_wall);
   std::printf("  rank 0 busy       %.3f s  -> %.0f events/s (receive+decode+record+write)\n",
               busy_s, rate_busy);
-  std::printf("  rank 0 cpu        %.3f s processing -> %.0f events/s (%.3f s in all, polling too)\n",
-              static_cast<double>(in.busy_cpu_ns) / 1e9, rate_cpu, in.cpu_s);
-  std::printf("  bytes written     %lld (%.1f per event)\n", static_cast<long long>(in.written),
-              static_cast<double>(in.written) / static_cast<double>(std::max<std::int64_t>(1, in.events)));
+  std::printf(
+      "  rank 0 cpu        %.3f s processing -> %.0f events/s (%.3f s in all, polling too)\n",
+      static_cast<double>(in.busy_cpu_ns) / 1e9, rate_cpu, in.cpu_s);
+  std::printf(
+      "  bytes written     %lld (%.1f per event)\n", static_cast<long long>(in.written),
+      static_cast<double>(in.written) / static_cast<double>(std::max<std::int64_t>(1, in.events)));
   std::printf("  peak RSS          rank 0 %lld KiB, generating rank (max) %lld KiB\n",
               static_cast<long long>(rss0), static_cast<long long>(rss_gen_max));
 }

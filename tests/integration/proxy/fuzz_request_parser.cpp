@@ -10,7 +10,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string_view input(reinterpret_cast<const char*>(data), size);
   oshpc::proxy::HeadParse parse = oshpc::proxy::parse_request_head(input);
   if (parse.status != oshpc::proxy::HeadStatus::kComplete) return 0;
-  if (parse.head.size > input.size() || parse.head.size > oshpc::proxy::kMaxRequestHead) std::abort();
+  if (parse.head.size > input.size() || parse.head.size > oshpc::proxy::kMaxRequestHead)
+    std::abort();
 
   oshpc::proxy::ProxyRequest request = oshpc::proxy::interpret_request(parse.head);
   if (!request.ok) return 0;

@@ -131,8 +131,7 @@ Sandbox start_sandbox(const Options& options) {
   UniqueFd block_child = high_fd(std::move(block.read_end));
 
   std::vector<std::string> args = {options.sandbox_argv.front(), "--info-fd",
-                                   std::to_string(kInfoFd), "--block-fd",
-                                   std::to_string(kBlockFd)};
+                                   std::to_string(kInfoFd), "--block-fd", std::to_string(kBlockFd)};
   for (const auto& entry : proxy::proxy_environment(options.port)) {
     std::size_t eq = entry.find('=');
     args.insert(args.end(), {"--setenv", entry.substr(0, eq), entry.substr(eq + 1)});
@@ -159,8 +158,7 @@ pid_t read_child_pid(int info_fd) {
   std::string text;
   char buffer[256];
   ssize_t n;
-  while (text.find('}') == std::string::npos &&
-         (n = ::read(info_fd, buffer, sizeof buffer)) > 0) {
+  while (text.find('}') == std::string::npos && (n = ::read(info_fd, buffer, sizeof buffer)) > 0) {
     text.append(buffer, static_cast<std::size_t>(n));
   }
   std::size_t key = text.find("\"child-pid\"");
@@ -171,9 +169,9 @@ pid_t read_child_pid(int info_fd) {
 void serve_sandbox(proxy::EgressProxy& egress, const Options& options) {
   Sandbox sandbox = start_sandbox(options);
   pid_t child = read_child_pid(sandbox.info.get());
-  egress.add_listener(proxy::open_listener_in_sandbox(child, options.port,
-                                                      proxy::default_netns_helper_path()),
-                      "sandbox-0");
+  egress.add_listener(
+      proxy::open_listener_in_sandbox(child, options.port, proxy::default_netns_helper_path()),
+      "sandbox-0");
   oshpc::sys::write_all(sandbox.block.get(), "x", "the sandbox block fd");
   sandbox.block.reset();
 
@@ -210,13 +208,14 @@ int main(int argc, char** argv) {
   std::signal(SIGINT, [](int) { g_stop = 1; });
   std::signal(SIGPIPE, SIG_IGN);
   try {
-    FILE* events = options.events_path.empty() ? stdout
-                                               : std::fopen(options.events_path.c_str(), "w");
+    FILE* events =
+        options.events_path.empty() ? stdout : std::fopen(options.events_path.c_str(), "w");
     if (events == nullptr) oshpc::sys::throw_errno("open " + options.events_path);
     proxy::Policy policy = options.policy_path.empty()
                                ? proxy::Policy{}
                                : proxy::load_policy_file(options.policy_path);
-    for (const auto& warning : policy.warnings) std::fprintf(stderr, "warning: %s\n", warning.c_str());
+    for (const auto& warning : policy.warnings)
+      std::fprintf(stderr, "warning: %s\n", warning.c_str());
     proxy::EgressProxy egress(std::move(policy), options.proxy,
                               [events](const proxy::ProxyDecision& d) {
                                 std::fprintf(events, "%s\n", proxy::to_json(d).c_str());

@@ -15,7 +15,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void report(const char *name, long rc) { printf("%s %d\n", name, rc < 0 ? errno : 0); }
+static void report(const char* name, long rc) {
+  printf("%s %d\n", name, rc < 0 ? errno : 0);
+}
 
 /* A raw clone without a new stack behaves like fork: the child leaves at once. */
 static long try_clone(unsigned long flags) {

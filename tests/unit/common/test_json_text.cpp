@@ -6,7 +6,9 @@ using oshpc::json_text::append_string;
 
 TEST_CASE("JSON strings escape quotes, backslashes and control characters") {
   std::string out;
-  append_string(out, "a\"b\\c\nd\x01" "e");
+  append_string(out,
+                "a\"b\\c\nd\x01"
+                "e");
   CHECK(out == R"("a\"b\\c\nd\u0001e")");
 }
 

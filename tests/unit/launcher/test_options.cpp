@@ -16,10 +16,35 @@ Options parse(std::vector<const char*> args) {
 }  // namespace
 
 TEST_CASE("a full command line parses into options") {
-  auto o = parse({"--image", "/img.sqsh", "-n", "200", "--cpus-per-sandbox", "2", "--timeout",
-                  "1.5", "--env", "A=1", "--env", "B=x=y", "--bind", "/tmp:/data:rw",
-                  "--events", "-", "--output-dir", "out", "--cache-dir", "/c", "--stage-method",
-                  "extract", "-v", "--", "python3", "-c", "print(1)", "--count", "5"});
+  auto o = parse({"--image",
+                  "/img.sqsh",
+                  "-n",
+                  "200",
+                  "--cpus-per-sandbox",
+                  "2",
+                  "--timeout",
+                  "1.5",
+                  "--env",
+                  "A=1",
+                  "--env",
+                  "B=x=y",
+                  "--bind",
+                  "/tmp:/data:rw",
+                  "--events",
+                  "-",
+                  "--output-dir",
+                  "out",
+                  "--cache-dir",
+                  "/c",
+                  "--stage-method",
+                  "extract",
+                  "-v",
+                  "--",
+                  "python3",
+                  "-c",
+                  "print(1)",
+                  "--count",
+                  "5"});
   CHECK(o.action == Action::kRun);
   CHECK(o.image == "/img.sqsh");
   CHECK(o.count == 200);
@@ -46,8 +71,7 @@ TEST_CASE("bad command lines are refused with a message naming the problem") {
   CHECK_THROWS_WITH(parse({"--image", "/i", "-n", "2", "--bogus", "--", "true"}),
                     Contains("bogus"));
   CHECK_THROWS_WITH(parse({"--image", "/i", "-n", "x", "--", "true"}), Contains("x"));
-  CHECK_THROWS_WITH(parse({"--image", "/i", "-n", "2", "stray", "--", "true"}),
-                    Contains("stray"));
+  CHECK_THROWS_WITH(parse({"--image", "/i", "-n", "2", "stray", "--", "true"}), Contains("stray"));
   CHECK_THROWS_WITH(parse({"--image", "/i", "-n", "2", "--stage-method", "copy", "--", "true"}),
                     Contains("auto, mount or extract"));
   CHECK_THROWS_WITH(parse({"--image", "/i", "-n", "2", "-q", "-v", "--", "true"}),

@@ -17,9 +17,9 @@ TEST_CASE("a spawned process runs and its exit status is reported") {
 }
 
 TEST_CASE("a missing program is reported with its errno, not as a generic failure") {
-  CHECK_THROWS_WITH(spawn_process({"/nonexistent/program"}, {}),
-                    Catch::Contains("cannot start /nonexistent/program") &&
-                        Catch::Contains("No such file"));
+  CHECK_THROWS_WITH(
+      spawn_process({"/nonexistent/program"}, {}),
+      Catch::Contains("cannot start /nonexistent/program") && Catch::Contains("No such file"));
 }
 
 TEST_CASE("only the descriptors asked for are inherited") {

@@ -32,11 +32,11 @@ TEST_CASE("a CONNECT head parses, complete or not") {
 }
 
 TEST_CASE("malformed heads are refused") {
-  for (const char* text : {"GET\r\n\r\n", "GET  http://x/ HTTP/1.1\r\n\r\n",
-                           "GET http://x/ HTTP/2\r\n\r\n", "G(T http://x/ HTTP/1.1\r\n\r\n",
-                           "GET http://x/ HTTP/1.1\r\nBad Header: 1\r\n\r\n",
-                           "GET http://x/ HTTP/1.1\r\nNoColon\r\n\r\n",
-                           "GET http://x/ HTTP/1.1\r\nA: 1\r\n folded\r\n\r\n"}) {
+  for (const char* text :
+       {"GET\r\n\r\n", "GET  http://x/ HTTP/1.1\r\n\r\n", "GET http://x/ HTTP/2\r\n\r\n",
+        "G(T http://x/ HTTP/1.1\r\n\r\n", "GET http://x/ HTTP/1.1\r\nBad Header: 1\r\n\r\n",
+        "GET http://x/ HTTP/1.1\r\nNoColon\r\n\r\n",
+        "GET http://x/ HTTP/1.1\r\nA: 1\r\n folded\r\n\r\n"}) {
     CHECK(parse_request_head(text).status == HeadStatus::kInvalid);
   }
   std::string huge = "GET http://x/ HTTP/1.1\r\nA: " + std::string(kMaxRequestHead, 'a');

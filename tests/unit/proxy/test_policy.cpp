@@ -8,7 +8,9 @@ using namespace oshpc::proxy;
 
 namespace {
 
-IpAddress ip(const char* text) { return *IpAddress::parse(text); }
+IpAddress ip(const char* text) {
+  return *IpAddress::parse(text);
+}
 
 const char* kPolicy = R"(version: 1
 filesystem_policy:
@@ -68,32 +70,42 @@ TEST_CASE("an empty policy or one without network_policies denies everything") {
 }
 
 TEST_CASE("each broken policy gives one error naming the line") {
-  CHECK(error_of("network_policies:\n  a:\n    endpoints: [\n") .find("p.yaml:4:") == 0);
+  CHECK(error_of("network_policies:\n  a:\n    endpoints: [\n").find("p.yaml:4:") == 0);
   CHECK(error_of("network_policies: [1, 2]\n") ==
         "p.yaml:1: network_policies must be a mapping of named rules");
-  CHECK(error_of("- a\n- b\n") == "p.yaml:1: the policy must be a mapping with a network_policies key");
+  CHECK(error_of("- a\n- b\n") ==
+        "p.yaml:1: the policy must be a mapping with a network_policies key");
   CHECK(error_of("network_policies:\n  a: 3\n") == "p.yaml:2: rule 'a' must be a mapping");
-  CHECK(error_of("network_policies:\n  a:\n    name: a\n") == "p.yaml:2: rule 'a' has no endpoints list");
+  CHECK(error_of("network_policies:\n  a:\n    name: a\n") ==
+        "p.yaml:2: rule 'a' has no endpoints list");
   CHECK(error_of("network_policies:\n  a:\n    endpoints: 5\n") ==
         "p.yaml:3: endpoints of 'a' must be a list");
   CHECK(error_of("network_policies:\n  a:\n    endpoints:\n      - port: 443\n") ==
         "p.yaml:4: network_policies.a.endpoints[0] has no host");
   CHECK(error_of("network_policies:\n  a:\n    endpoints:\n      - host: x.com\n") ==
         "p.yaml:4: network_policies.a.endpoints[0] has no port or ports");
-  CHECK(error_of("network_policies:\n  a:\n    endpoints:\n      - host: x.com\n        port: 70000\n") ==
-        "p.yaml:5: network_policies.a.endpoints[0].port '70000' is not a port (1-65535)");
-  CHECK(error_of("network_policies:\n  a:\n    endpoints:\n      - host: x.com\n        port: https\n") ==
-        "p.yaml:5: network_policies.a.endpoints[0].port 'https' is not a port (1-65535)");
+  CHECK(
+      error_of(
+          "network_policies:\n  a:\n    endpoints:\n      - host: x.com\n        port: 70000\n") ==
+      "p.yaml:5: network_policies.a.endpoints[0].port '70000' is not a port (1-65535)");
+  CHECK(
+      error_of(
+          "network_policies:\n  a:\n    endpoints:\n      - host: x.com\n        port: https\n") ==
+      "p.yaml:5: network_policies.a.endpoints[0].port 'https' is not a port (1-65535)");
   CHECK(error_of("network_policies:\n  a:\n    endpoints:\n      - host: x.com\n        port: 1\n"
                  "        ports: [2]\n") ==
         "p.yaml:6: network_policies.a.endpoints[0] has both port and ports; use one");
-  CHECK(error_of("network_policies:\n  a:\n    endpoints:\n      - host: x.com\n        ports: []\n") ==
+  CHECK(error_of(
+            "network_policies:\n  a:\n    endpoints:\n      - host: x.com\n        ports: []\n") ==
         "p.yaml:5: network_policies.a.endpoints[0].ports must be a non-empty list of ports");
-  CHECK(error_of("network_policies:\n  a:\n    endpoints:\n      - host: 'x.*.com'\n        port: 1\n") ==
-        "p.yaml:4: network_policies.a.endpoints[0].host 'x.*.com': '*' is allowed only as a "
-        "leading '*.' or '**.' label");
-  CHECK(error_of("network_policies:\n  a:\n    endpoints:\n      - host: '*.'\n        port: 1\n") ==
-        "p.yaml:4: network_policies.a.endpoints[0].host '*.': a glob needs a domain after it");
+  CHECK(
+      error_of(
+          "network_policies:\n  a:\n    endpoints:\n      - host: 'x.*.com'\n        port: 1\n") ==
+      "p.yaml:4: network_policies.a.endpoints[0].host 'x.*.com': '*' is allowed only as a "
+      "leading '*.' or '**.' label");
+  CHECK(
+      error_of("network_policies:\n  a:\n    endpoints:\n      - host: '*.'\n        port: 1\n") ==
+      "p.yaml:4: network_policies.a.endpoints[0].host '*.': a glob needs a domain after it");
   CHECK(error_of("network_policies:\n  a:\n    endpoints:\n      - host: x.com\n        port: 1\n"
                  "        allowed_ips: [10.0.0.1/8]\n") ==
         "p.yaml:6: network_policies.a.endpoints[0].allowed_ips entry '10.0.0.1/8' is not an "
@@ -156,7 +168,8 @@ TEST_CASE("special addresses are denied unless the endpoint's allowed_ips holds 
   CHECK(rebinding.allowed.empty());
   CHECK(rebinding.reason ==
         "127.0.0.1 is a loopback address and no allowed_ips of the matching endpoint contains it");
-  CHECK(check_addresses(github, {ip("169.254.169.254")}).reason.find("metadata") != std::string::npos);
+  CHECK(check_addresses(github, {ip("169.254.169.254")}).reason.find("metadata") !=
+        std::string::npos);
 
   AddressCheck mixed = check_addresses(github, {ip("10.1.1.1"), ip("140.82.112.5")});
   REQUIRE(mixed.allowed.size() == 1);

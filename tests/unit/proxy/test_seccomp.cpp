@@ -33,7 +33,9 @@ std::string read_all(int fd) {
 }
 
 // errno of a raw call (0 when it succeeded).
-long try_call(long rc) { return rc < 0 ? errno : 0; }
+long try_call(long rc) {
+  return rc < 0 ? errno : 0;
+}
 
 // Runs the probes under the program in a child; returns probe name → errno.
 std::map<std::string, long> probe_under(const SeccompProgram& program) {
@@ -57,8 +59,7 @@ std::map<std::string, long> probe_under(const SeccompProgram& program) {
     out << "personality_bad " << try_call(::personality(PER_BSD)) << "\n";
     out << "personality_readimpl " << try_call(::personality(READ_IMPLIES_EXEC)) << "\n";
     out << "tiocsti " << try_call(::ioctl(0, TIOCSTI, "x")) << "\n";
-    out << "tiocsti_high " << try_call(::syscall(SYS_ioctl, 0, (1UL << 32) | TIOCSTI, "x"))
-        << "\n";
+    out << "tiocsti_high " << try_call(::syscall(SYS_ioctl, 0, (1UL << 32) | TIOCSTI, "x")) << "\n";
     out << "getpid " << try_call(::getpid()) << "\n";
     out << "io_uring " << try_call(::syscall(SYS_io_uring_setup, 0, nullptr)) << "\n";
     std::string text = out.str();
@@ -98,12 +99,38 @@ TEST_CASE("the default profile lists every call the design requires") {
     }
     return false;
   };
-  for (const char* name :
-       {"bpf", "perf_event_open", "userfaultfd", "kexec_load", "kexec_file_load", "init_module",
-        "finit_module", "delete_module", "keyctl", "add_key", "request_key", "fsopen",
-        "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr", "mount",
-        "umount2", "pivot_root", "swapon", "swapoff", "reboot", "ptrace", "process_vm_readv",
-        "process_vm_writev", "personality", "unshare", "clone", "clone3", "ioctl"}) {
+  for (const char* name : {"bpf",
+                           "perf_event_open",
+                           "userfaultfd",
+                           "kexec_load",
+                           "kexec_file_load",
+                           "init_module",
+                           "finit_module",
+                           "delete_module",
+                           "keyctl",
+                           "add_key",
+                           "request_key",
+                           "fsopen",
+                           "fsconfig",
+                           "fsmount",
+                           "fspick",
+                           "move_mount",
+                           "open_tree",
+                           "mount_setattr",
+                           "mount",
+                           "umount2",
+                           "pivot_root",
+                           "swapon",
+                           "swapoff",
+                           "reboot",
+                           "ptrace",
+                           "process_vm_readv",
+                           "process_vm_writev",
+                           "personality",
+                           "unshare",
+                           "clone",
+                           "clone3",
+                           "ioctl"}) {
     CHECK(has(name));
   }
   CHECK(blocked_calls(SeccompProfile::kNone).empty());
