@@ -239,7 +239,7 @@ ExitCode run_job(const Options& options, MpiSession& mpi, SignalChannel& signals
   };
   NodeSetup setup = set_up_node(options, mpi, job.run_id, *placement, on_egress);
   if (setup.failure.empty() && exec_helper.empty()) setup.failure = "oshpc-exec is missing";
-  if (!setup.failure.empty()) {
+  if (!setup.failure.empty() && mpi.is_node_leader()) {
     logger()->error("node {} cannot run sandboxes: {}", mpi.node_name(), setup.failure);
   }
   sys::make_directories(job.output_dir, 0755);

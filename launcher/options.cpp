@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+// Repeated options (--env, --bind) take one value each: values may contain commas.
+#define CXXOPTS_VECTOR_DELIMITER '\0'
 #include <cxxopts.hpp>
 
 #include "node-agent/root_layout.hpp"
@@ -42,7 +44,7 @@ cxxopts::Options make_parser() {
     ("slots", "sandboxes running at once per rank (default: CPUs / cpus-per-sandbox)",
      cxxopts::value<int>())
     ("timeout", "seconds a sandbox may run before it is killed (0: no limit)",
-     cxxopts::value<double>()->default_value("0"))
+     cxxopts::value<std::string>()->default_value("0"))
     ("env", "KEY=VALUE set in every sandbox (repeatable; placeholders expanded)",
      cxxopts::value<std::vector<std::string>>())
     ("bind", "SRC:DST[:ro|rw] bind a host path into every sandbox (repeatable)",
@@ -82,6 +84,21 @@ bool is_safe_job_name(const std::string& name) {
   return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
   }) && name[0] != '.';
+}
+
+// A number of seconds, all of the text (cxxopts would accept "1x" as 1).
+double parse_seconds(const char* option, const std::string& text) {
+  std::size_t used = 0;
+  double value = -1;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || !(value >= 0) || !std::isfinite(value)) {
+    throw UsageError(std::string(option) + " expects 0 or more seconds (got '" + text + "')");
+  }
+  return value;
 }
 
 void require_positive(const char* option, std::int64_t value) {
@@ -138,8 +155,7 @@ void fill_run_options(const cxxopts::ParseResult& result, Options& options) {
       throw UsageError("--upstream-proxy needs --policy: without a policy no egress is allowed");
     }
   }
-  options.timeout_seconds = get<double>(result, "timeout");
-  if (!(options.timeout_seconds >= 0)) throw UsageError("--timeout must be 0 or more seconds");
+  options.timeout_seconds = parse_seconds("--timeout", get<std::string>(result, "timeout"));
 
   if (result.count("env")) {
     for (const auto& text : get<std::vector<std::string>>(result, "env")) {
@@ -259,6 +275,13 @@ node_agent::BindMount parse_bind(const std::string& text) {
     throw UsageError("--bind " + text + ": SRC and DST must be absolute paths");
   }
   while (bind.destination.size() > 1 && bind.destination.back() == '/') bind.destination.pop_back();
+  for (std::size_t pos = 0; pos != std::string::npos; pos = bind.destination.find('/', pos + 1)) {
+    std::string_view part(bind.destination);
+    part = part.substr(pos + 1, bind.destination.find('/', pos + 1) - pos - 1);
+    if (part == "." || part == "..") {
+      throw UsageError("--bind " + text + ": DST must not contain '.' or '..' components");
+    }
+  }
   const auto& reserved = node_agent::reserved_sandbox_paths();
   bool clashes = bind.destination == "/" ||
                  std::any_of(reserved.begin(), reserved.end(), [&](const std::string& path) {

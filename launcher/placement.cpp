@@ -89,7 +89,10 @@ std::optional<RankPlacement> place_rank(const Options& options, const MpiSession
     cpus = topology.allowed_cpus();
     placement = RankPlacement{topo::plan_node(topology, slot_request(options)), {}};
   } catch (const std::exception& e) {
-    logger()->error("cannot place sandboxes on {}: {}", mpi.node_name(), e.what());
+    // Every rank of a node finds the same problem; its leader says it once.
+    if (mpi.is_node_leader()) {
+      logger()->error("cannot place sandboxes on {}: {}", mpi.node_name(), e.what());
+    }
   }
 
   int ok = placement ? 1 : 0, all_ok = 0;

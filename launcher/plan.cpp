@@ -9,6 +9,7 @@
 #include "common/log.hpp"
 #include "launcher/placement.hpp"
 #include "node-agent/seccomp/seccomp_filter.hpp"
+#include "proxy/policy.hpp"
 #include "rootfs-cache/staging.hpp"
 
 namespace oshpc::launcher {
@@ -18,6 +19,7 @@ namespace {
 int describe_job(const Options& options, const MpiSession& mpi, nlohmann::json& job) {
   try {
     auto image = rootfs_cache::inspect_image(options.image);
+    if (!options.policy_path.empty()) proxy::load_policy_file(options.policy_path);
     std::string why;
     bool fuse = rootfs_cache::fuse_is_usable(&why);
     job = {{"plan", "job"},

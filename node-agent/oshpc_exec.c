@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,11 +47,20 @@ static void report_error(int fd, int error, const char* command) {
   report(fd, line);
 }
 
+/* An executable regular file: access(X_OK) alone accepts directories. Returns 0 or an errno. */
+static int check_executable(const char* path) {
+  struct stat st;
+  if (stat(path, &st) != 0) return errno;
+  if (S_ISDIR(st.st_mode)) return EISDIR;
+  if (!S_ISREG(st.st_mode)) return EACCES;
+  return access(path, X_OK) == 0 ? 0 : errno;
+}
+
 /* Finds command on PATH the way execvp would; returns 0 and fills out, or an errno. */
 static int resolve(const char* command, char* out, size_t size) {
   if (strchr(command, '/')) {
     snprintf(out, size, "%s", command);
-    return access(out, X_OK) == 0 ? 0 : errno;
+    return check_executable(out);
   }
   const char* path = getenv("PATH");
   if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
@@ -59,8 +69,9 @@ static int resolve(const char* command, char* out, size_t size) {
     const char* end = strchr(path, ':');
     size_t len = end ? (size_t)(end - path) : strlen(path);
     snprintf(out, size, "%.*s/%s", (int)len, len ? path : ".", command);
-    if (access(out, X_OK) == 0) return 0;
-    if (errno == EACCES) error = EACCES; /* as execvp: remember a found-but-denied file */
+    int found = check_executable(out);
+    if (found == 0) return 0;
+    if (found != ENOENT && found != ENOTDIR) error = found; /* found but not runnable */
     path += len + (end ? 1 : 0);
   }
   return error;

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -367,7 +368,13 @@ SandboxEvent SandboxRunner::terminal_event(Running& sandbox, int wait_status) co
   // When we killed the sandbox, its reporter may still see the command die of that SIGKILL
   // before it dies itself; that is our kill, not the command's own end.
   bool killed_by_us = sandbox.cancelled || sandbox.timed_out;
-  if (report.has_status && (!killed_by_us || WIFEXITED(report.wait_status))) {
+  if (report.exec_errno != 0) {
+    // The command never ran (its exec failed), whatever status the reporter saw afterwards.
+    event.reason = report.exec_errno == ENOENT ? FailureReason::kCommandNotFound
+                                                : FailureReason::kExecFailed;
+    event.message =
+        "cannot run " + report.exec_command + " in the image: " + std::strerror(report.exec_errno);
+  } else if (report.has_status && (!killed_by_us || WIFEXITED(report.wait_status))) {
     // The command ended on its own, even if a cancel or timeout raced with it.
     event.type = EventType::kExited;
     event.cpu_user_us = report.user_us;
@@ -386,13 +393,9 @@ SandboxEvent SandboxRunner::terminal_event(Running& sandbox, int wait_status) co
     event.message = "the job was stopped before the sandbox finished";
   } else if (sandbox.timed_out) {
     event.reason = FailureReason::kTimeout;
-    event.message =
-        "killed after the --timeout of " + std::to_string(config_.timeout_us / 1000000) + " s";
-  } else if (report.exec_errno != 0) {
-    event.reason =
-        report.exec_errno == ENOENT ? FailureReason::kCommandNotFound : FailureReason::kExecFailed;
-    event.message =
-        "cannot run " + report.exec_command + " in the image: " + std::strerror(report.exec_errno);
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%g", static_cast<double>(config_.timeout_us) / 1e6);
+    event.message = std::string("killed after the --timeout of ") + seconds + " s";
   } else if (report.started_mono_us >= 0) {
     // The command started but its reporter did not outlive it: the sandbox itself was killed.
     event.type = EventType::kExited;

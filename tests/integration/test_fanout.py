@@ -151,6 +151,15 @@ def test_missing_command_fails_only_its_sandbox(fanout):
     assert not job.of_type("started")
 
 
+def test_a_command_that_is_not_an_executable_file_fails_to_run(fanout):
+    job = fanout.run(["-n", "1", "-q", "--", "/etc"])
+    assert job.returncode == exit_codes.SANDBOX_FAILED
+    (end,) = job.terminal()
+    assert end["event"] == "failed" and end["reason"] == "exec_failed"
+    assert "Is a directory" in end["message"]
+    assert not job.of_type("started")
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["-n", "0", "--", "true"], exit_codes.USAGE, "--count must be at least 1"),
     (["-n", "2", "--frobnicate", "--", "true"], exit_codes.USAGE, "frobnicate"),

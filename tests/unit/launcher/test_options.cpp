@@ -80,6 +80,10 @@ TEST_CASE("bad command lines are refused with a message naming the problem") {
                     Contains("--job-name"));
   CHECK_THROWS_WITH(parse({"--image", "/i", "-n", "2", "--timeout", "-1", "--", "true"}),
                     Contains("--timeout"));
+  CHECK_THROWS_WITH(parse({"--image", "/i", "-n", "2", "--timeout", "1x", "--", "true"}),
+                    Contains("--timeout") && Contains("1x"));
+  CHECK_THROWS_WITH(parse({"--image", "/i", "-n", "2", "--timeout", "abc", "--", "true"}),
+                    Contains("--timeout"));
 }
 
 TEST_CASE("help, version and check need no other option") {
@@ -87,6 +91,16 @@ TEST_CASE("help, version and check need no other option") {
   CHECK(parse({"--version"}).action == Action::kVersion);
   CHECK(parse({"--check"}).action == Action::kCheck);
   CHECK(parse({"--image", "/i", "-n", "1", "--plan", "--", "true"}).action == Action::kPlan);
+}
+
+TEST_CASE("repeated --env and --bind values keep their commas") {
+  auto o = parse({"--image", "/i", "-n", "1", "--env", "A=x,y", "--env", "B={\"k\": [1, 2]}",
+                  "--bind", "/tmp:/a,b", "--", "true"});
+  REQUIRE(o.environment.size() == 2);
+  CHECK(o.environment[0].second == "x,y");
+  CHECK(o.environment[1].second == "{\"k\": [1, 2]}");
+  REQUIRE(o.binds.size() == 1);
+  CHECK(o.binds[0].destination == "/a,b");
 }
 
 TEST_CASE("--env needs a valid variable name") {
@@ -108,5 +122,7 @@ TEST_CASE("--bind checks its form, its paths and the places oshpc manages") {
   CHECK_THROWS_WITH(parse_bind("/tmp:/proc/x"), Contains("managed by oshpc"));
   CHECK_THROWS_WITH(parse_bind("/tmp:/"), Contains("managed by oshpc"));
   CHECK_THROWS_WITH(parse_bind("/tmp:/.oshpc"), Contains("managed by oshpc"));
+  CHECK_THROWS_WITH(parse_bind("/tmp:/x/../../etc"), Contains("'..'"));
+  CHECK_THROWS_WITH(parse_bind("/tmp:/x/./y"), Contains("'..'"));
   CHECK(parse_bind("/tmp:/tmp/extra").destination == "/tmp/extra");
 }
