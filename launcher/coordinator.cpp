@@ -88,16 +88,18 @@ void Coordinator::receive_messages() {
       case kTagRankDone: {
         std::int64_t flag = 0;
         MPI_Recv(&flag, 1, MPI_INT64_T, source, kTagRankDone, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        if (flag != 0 && !cancelled_) {
+          logger()->warn("rank {} on {} was stopped by a signal; its sandboxes were cancelled",
+                         source, mpi_.node_of_rank()[static_cast<std::size_t>(source)]);
+        }
         if (!rank_done_[static_cast<std::size_t>(source)]) {
           rank_done_[static_cast<std::size_t>(source)] = true;
           ++ranks_done_;
         }
         break;
       }
-      default: {
-        char ignored;
-        MPI_Recv(&ignored, 0, MPI_CHAR, source, status.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-      }
+      default:
+        discard_message(status, MPI_COMM_WORLD);
     }
   }
 }

@@ -2,6 +2,8 @@
 // rank 0 in batches. Every message is small except event batches.
 #pragma once
 
+#include <mpi.h>
+
 #include <cstdint>
 
 namespace oshpc::launcher {
@@ -13,6 +15,10 @@ enum MessageTag : int {
   kTagRankDone = 104,     // rank -> 0: std::int64_t 1 if it stopped early (cancelled), else 0
   kTagCancel = 105,       // 0 -> rank: std::int64_t signal number; stop everything now
 };
+
+// Receives and drops a message nobody expects (a peer of another version, a bug), whatever its
+// size, so it can neither block the queue nor abort the job with a truncation error.
+void discard_message(const MPI_Status& status, MPI_Comm comm);
 
 struct WorkGrant {
   std::int64_t first = 0;

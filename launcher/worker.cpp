@@ -44,9 +44,7 @@ int Worker::receive_messages(node_agent::SandboxRunner& runner) {
       MPI_Recv(&signo, 1, MPI_INT64_T, 0, kTagCancel, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
       return static_cast<int>(signo);
     } else {
-      // Nothing else is sent to workers; drain it so it cannot block the queue.
-      char ignored;
-      MPI_Recv(&ignored, 0, MPI_CHAR, 0, status.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      discard_message(status, MPI_COMM_WORLD);
     }
   }
 }
