@@ -157,21 +157,11 @@ int start_connect(const IpAddress& address, std::uint16_t port) {
 }
 
 std::vector<IpAddress> resolve_now(const std::string& host) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* list = nullptr;
-  int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &list);
-  if (rc != 0) {
-    throw std::invalid_argument("cannot resolve upstream proxy " + host + ": " +
-                                ::gai_strerror(rc));
+  Resolution result = resolve_blocking(host);
+  if (!result.error.empty()) {
+    throw std::invalid_argument("cannot resolve upstream proxy " + host + ": " + result.error);
   }
-  std::vector<IpAddress> addresses;
-  for (addrinfo* entry = list; entry != nullptr; entry = entry->ai_next) {
-    if (auto address = IpAddress::from_sockaddr(entry->ai_addr)) addresses.push_back(*address);
-  }
-  ::freeaddrinfo(list);
-  return addresses;
+  return result.addresses;
 }
 
 }  // namespace

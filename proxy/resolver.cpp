@@ -23,9 +23,7 @@ struct Resolver::State {
   sys::UniqueFd event;
 };
 
-namespace {
-
-Resolution lookup(std::uint64_t id, const std::string& host) {
+Resolution resolve_blocking(const std::string& host, std::uint64_t id) {
   Resolution result{id, {}, {}};
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -48,6 +46,8 @@ Resolution lookup(std::uint64_t id, const std::string& host) {
   return result;
 }
 
+namespace {
+
 void work(const std::shared_ptr<Resolver::State>& state) {
   std::unique_lock lock(state->mutex);
   for (;;) {
@@ -56,7 +56,7 @@ void work(const std::shared_ptr<Resolver::State>& state) {
     auto [id, host] = std::move(state->queue.front());
     state->queue.pop_front();
     lock.unlock();
-    Resolution result = lookup(id, host);
+    Resolution result = resolve_blocking(host, id);
     lock.lock();
     state->done.push_back(std::move(result));
     std::uint64_t one = 1;

@@ -17,6 +17,10 @@ struct Resolution {
   std::string error;                 // gai_strerror text when addresses is empty
 };
 
+// Resolves host now, on the calling thread (getaddrinfo), without duplicates. Never throws
+// except bad_alloc; a failure is the result's error.
+Resolution resolve_blocking(const std::string& host, std::uint64_t id = 0);
+
 class Resolver {
  public:
   // Starts threads workers. Throws SysError when the eventfd cannot be made.
