@@ -370,8 +370,8 @@ SandboxEvent SandboxRunner::terminal_event(Running& sandbox, int wait_status) co
   bool killed_by_us = sandbox.cancelled || sandbox.timed_out;
   if (report.exec_errno != 0) {
     // The command never ran (its exec failed), whatever status the reporter saw afterwards.
-    event.reason = report.exec_errno == ENOENT ? FailureReason::kCommandNotFound
-                                                : FailureReason::kExecFailed;
+    event.reason =
+        report.exec_errno == ENOENT ? FailureReason::kCommandNotFound : FailureReason::kExecFailed;
     event.message =
         "cannot run " + report.exec_command + " in the image: " + std::strerror(report.exec_errno);
   } else if (report.has_status && (!killed_by_us || WIFEXITED(report.wait_status))) {
