@@ -81,7 +81,6 @@ bool remove_tree(const std::string& path) {
   namespace fs = std::filesystem;
   // Most workspaces are left empty: one rmdir, no walk.
   if (::rmdir(path.c_str()) == 0 || errno == ENOENT) return true;
-  if (errno == ENOTDIR && ::access(path.c_str(), F_OK) != 0) return true;  // a parent is a file
   std::error_code ec;
   struct stat top {};
   if (::lstat(path.c_str(), &top) != 0) return errno == ENOENT || errno == ENOTDIR;

@@ -126,6 +126,12 @@ ProxyRequest interpret_forward(const RequestHead& head) {
   if (!scheme.starts_with("http://")) {
     return reject(400, "a proxy request needs an absolute http:// URI or CONNECT");
   }
+  // The head sent upstream adds Host and Connection lines; it must stay within the limits
+  // that any head we parse obeys.
+  if (head.headers.size() + 2 > kMaxHeaderCount) {
+    return reject(431, "more than " + std::to_string(kMaxHeaderCount - 2) +
+                           " header lines in a forwarded request");
+  }
   std::string_view rest = std::string_view(head.target).substr(7);
   std::size_t path_start = rest.find_first_of("/?");
   std::string_view authority_text = rest.substr(0, path_start);

@@ -93,3 +93,14 @@ TEST_CASE("upstream proxy answers are read by status code") {
   CHECK(parse_response_status("HTTP/1.1 403 Forbidden\r\n", size) == -1);
   CHECK(parse_response_status("SSH-2.0\r\n\r\n", size) == 0);
 }
+
+TEST_CASE("a forwarded request whose rewritten head would pass the header limit is refused") {
+  std::string head = "GET http://example.com/ HTTP/1.1\r\n";
+  for (std::size_t i = 0; i + 1 < oshpc::proxy::kMaxHeaderCount; ++i) head += "X-A: b\r\n";
+  head += "\r\n";
+  auto parse = oshpc::proxy::parse_request_head(head);
+  REQUIRE(parse.status == oshpc::proxy::HeadStatus::kComplete);
+  auto request = oshpc::proxy::interpret_request(parse.head);
+  CHECK_FALSE(request.ok);
+  CHECK(request.status == 431);
+}
