@@ -20,7 +20,11 @@ rm -rf oshpc-demo
 set +e
 mpirun "${mpirun_args[@]}" "$build/bin/oshpc-fanout" \
   --image "$image" --count "$count" --job-name demo \
-  -- python3 -c 'import os, platform; print(f"sandbox {os.environ[\"OSHPC_INDEX\"]} of {os.environ[\"OSHPC_COUNT\"]} on {os.environ[\"OSHPC_NODE\"]}, rank {os.environ[\"OSHPC_RANK\"]}: Python {platform.python_version()} as uid {os.getuid()} in {os.getcwd()}")'
+  -- python3 -c 'import os, platform
+e = os.environ
+print("sandbox %s of %s on %s, rank %s: Python %s as uid %d in %s" % (
+    e["OSHPC_INDEX"], e["OSHPC_COUNT"], e["OSHPC_NODE"], e["OSHPC_RANK"],
+    platform.python_version(), os.getuid(), os.getcwd()))'
 status=$?
 set -e
 

@@ -36,6 +36,7 @@ if [[ $(id -u) -eq 0 ]]; then
   cp -a "$build/bin/." "$copy/build/bin/"
   cp "$image" "$copy/image.sqsh"
   cp -a "$here/integration" "$copy/tests/"
+  cp -a "$here/../scripts" "$copy/"
   chown -R "$test_user" "$copy"
   chmod 755 "$copy"
   echo "== integration tests as $test_user"

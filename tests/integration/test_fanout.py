@@ -1,5 +1,6 @@
 """oshpc-fanout end to end: real mpirun, real bubblewrap, the real Debian image."""
 import os
+import pathlib
 import signal
 import subprocess
 import time
@@ -233,3 +234,19 @@ def test_help_and_version():
                                        text=True).stdout
     assert subprocess.run([str(FANOUT), "--version"], capture_output=True,
                           text=True).stdout.startswith("oshpc-fanout ")
+
+
+def test_the_readme_demo_runs(tmp_path):
+    """`make demo` runs scripts/demo.sh: a broken demo is a broken first impression."""
+    from oshpc_testing import BUILD_DIR
+    demo = pathlib.Path(__file__).resolve().parents[2] / "scripts/demo.sh"
+    if not demo.exists():
+        pytest.skip(f"no {demo} in this copy of the tests")
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "bin").symlink_to(BUILD_DIR / "bin")
+    proc = subprocess.run([str(demo), str(build), str(IMAGE), "8", "2"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "sandboxes: 8, ok 8, failed 0" in proc.stderr
+    assert "sandbox 0 of 8" in proc.stdout
