@@ -113,7 +113,7 @@ void decode_event(const char* data, std::size_t size, std::size_t& offset, Sandb
   e.status = in.get<std::int32_t>();
   e.bytes_up = in.get<std::int64_t>();
   e.bytes_down = in.get<std::int64_t>();
-  if (static_cast<int>(e.type) > static_cast<int>(node_agent::EventType::kEgress)) {
+  if (static_cast<int>(e.type) > static_cast<int>(node_agent::EventType::kRemoved)) {
     throw std::runtime_error("unknown event type in batch");
   }
 }

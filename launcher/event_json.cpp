@@ -133,6 +133,8 @@ void append_details(std::string& out, const SandboxEvent& e) {
       field(out, "bytes_down", e.bytes_down);
       field_ms(out, "duration_ms", e.duration_us);
       break;
+    case EventType::kRemoved:
+      break;
   }
 }
 

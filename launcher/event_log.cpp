@@ -83,6 +83,8 @@ void EventLog::count(const SandboxEvent& event) {
     case EventType::kEgress:
       ++(event.allowed ? tally_.egress_allowed : tally_.egress_denied);
       break;
+    case EventType::kRemoved:
+      break;
   }
 }
 

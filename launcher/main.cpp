@@ -9,6 +9,7 @@
 #include "launcher/job.hpp"
 #include "launcher/options.hpp"
 #include "launcher/plan.hpp"
+#include "launcher/service_job.hpp"
 
 using oshpc::ExitCode;
 using oshpc::to_int;
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
       return launcher::print_host_check(launcher::probe_host());
     case launcher::Action::kPlan:
     case launcher::Action::kRun:
+    case launcher::Action::kServe:
       break;
   }
 
@@ -59,6 +61,9 @@ int main(int argc, char** argv) {
     launcher::MpiSession mpi(&argc, &argv);
     oshpc::log::configure({"oshpc-fanout", mpi.rank(), options.verbosity});
     if (options.action == launcher::Action::kPlan) return launcher::print_plan(options, mpi);
+    if (options.action == launcher::Action::kServe) {
+      return to_int(launcher::run_service(options, mpi, signals));
+    }
     return to_int(launcher::run_job(options, mpi, signals));
   } catch (const std::exception& e) {
     oshpc::log::get("launcher")->error("{}", e.what());

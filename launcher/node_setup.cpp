@@ -14,7 +14,8 @@ auto logger() {
 
 std::unique_ptr<proxy::EgressProxy> start_proxy(const Options& options,
                                                 proxy::DecisionCallback on_egress) {
-  proxy::Policy policy = proxy::load_policy_file(options.policy_path);
+  proxy::Policy policy;  // without a file: deny everything
+  if (!options.policy_path.empty()) policy = proxy::load_policy_file(options.policy_path);
   for (const auto& warning : policy.warnings)
     logger()->warn("{}: {}", options.policy_path, warning);
   proxy::ProxyOptions proxy_options;
@@ -28,7 +29,8 @@ std::unique_ptr<proxy::EgressProxy> start_proxy(const Options& options,
 }  // namespace
 
 NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::string& run_id,
-                      const RankPlacement& placement, proxy::DecisionCallback on_egress) {
+                      const RankPlacement& placement, proxy::DecisionCallback on_egress,
+                      const std::vector<std::string>& extra_mount_points) {
   NodeSetup setup;
   std::string cache_dir =
       options.cache_dir.empty() ? rootfs_cache::default_cache_dir() : options.cache_dir;
@@ -42,12 +44,15 @@ NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::
     sys::make_directories(setup.workspace_root, 0700);
     std::vector<std::string> destinations;
     for (const auto& bind : options.binds) destinations.push_back(bind.destination);
+    destinations.insert(destinations.end(), extra_mount_points.begin(), extra_mount_points.end());
     setup.layout = node_agent::plan_root_layout(setup.rootfs, destinations);
     for (const auto& slot : placement.slots) setup.slots.push_back(slot_resources(slot));
     if (options.seccomp != seccomp::SeccompProfile::kNone) {
       setup.seccomp = seccomp::build_seccomp_program(options.seccomp);
     }
-    if (!options.policy_path.empty()) setup.proxy = start_proxy(options, std::move(on_egress));
+    if (!options.policy_path.empty() || options.action == Action::kServe) {
+      setup.proxy = start_proxy(options, std::move(on_egress));
+    }
   } catch (const std::exception& e) {
     setup.failure = e.what();
   }

@@ -35,8 +35,11 @@ struct NodeSetup {
 // Collective over the node communicator. Never throws: a failure is recorded in `failure`
 // and logged, so the rest of the job can go on without this node. Egress decisions are
 // reported through on_egress.
+// `extra_mount_points` are sandbox paths the root layout must make room for besides the
+// binds' destinations. With --serve the node always runs a proxy (deny-all without --policy).
 NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::string& run_id,
-                      const RankPlacement& placement, proxy::DecisionCallback on_egress);
+                      const RankPlacement& placement, proxy::DecisionCallback on_egress,
+                      const std::vector<std::string>& extra_mount_points = {});
 
 // Removes the rank's workspaces; the node leader also unmounts and removes the job directory.
 // Never throws.

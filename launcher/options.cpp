@@ -9,12 +9,15 @@
 #define CXXOPTS_VECTOR_DELIMITER '\0'
 #include <cxxopts.hpp>
 
+#include "launcher/gateway/workload.hpp"
 #include "node-agent/root_layout.hpp"
 
 namespace oshpc::launcher {
 namespace {
 
-constexpr const char* kUsage = "mpirun [MPI OPTIONS] oshpc-fanout [OPTIONS] -- COMMAND [ARG...]";
+constexpr const char* kUsage =
+    "mpirun [MPI OPTIONS] oshpc-fanout [OPTIONS] -- COMMAND [ARG...]\n"
+    "       mpirun [MPI OPTIONS] oshpc-fanout --serve SOCKET --image IMAGE [OPTIONS]";
 
 cxxopts::Options make_parser() {
   cxxopts::Options parser("oshpc-fanout", "Run many sandboxes over the nodes of an allocation.");
@@ -65,6 +68,16 @@ cxxopts::Options make_parser() {
     ("job-name", "job tag used in sandbox ids (default: the Slurm job id or a random tag)",
      cxxopts::value<std::string>())
     ("keep-workspaces", "keep each sandbox's /sandbox directory after it ends")
+    ("serve", "serve the OpenShell compute-driver API on this UNIX socket (rank 0) instead of "
+     "running --count sandboxes", cxxopts::value<std::string>())
+    ("supervisor", "--serve: the OpenShell supervisor binary, run in every sandbox",
+     cxxopts::value<std::string>())
+    ("gateway-endpoint", "--serve: the gateway's http(s)://HOST:PORT as nodes reach it "
+     "(relayed into each sandbox)", cxxopts::value<std::string>())
+    ("tls-dir", "--serve: directory with the supervisor's ca.crt, tls.crt and tls.key",
+     cxxopts::value<std::string>())
+    ("supervisor-caps", "--serve: grant CAP_SYS_ADMIN and CAP_NET_ADMIN inside the sandbox's "
+     "user namespace (true or false)", cxxopts::value<bool>()->default_value("true"))
     ("plan", "print the plan and create nothing")
     ("check", "probe this host's support (user namespaces, FUSE, tools) and exit")
     ("v,verbose", "more output (-vv for debug)")
@@ -108,13 +121,61 @@ void require_positive(const char* option, std::int64_t value) {
   }
 }
 
+bool is_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+void fill_serve_options(const cxxopts::ParseResult& result, Options& options) {
+  options.action = Action::kServe;
+  options.serve_socket = get<std::string>(result, "serve");
+  if (options.serve_socket.empty() || options.serve_socket.back() == '/') {
+    throw UsageError("--serve expects the path of a socket to create");
+  }
+  for (const char* name : {"count", "index-offset", "timeout", "plan"}) {
+    if (result.count(name)) {
+      throw UsageError(std::string("--serve and --") + name +
+                       " contradict each other: the gateway decides which sandboxes run");
+    }
+  }
+  if (result.count("supervisor")) {
+    options.supervisor = get<std::string>(result, "supervisor");
+    if (options.supervisor.empty() || options.supervisor[0] != '/' || !is_file(options.supervisor))
+      throw UsageError("--supervisor " + options.supervisor + ": not an absolute path to a file");
+  }
+  if (result.count("gateway-endpoint")) {
+    options.gateway_endpoint = get<std::string>(result, "gateway-endpoint");
+    try {
+      gateway::endpoint_host_port(options.gateway_endpoint);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError("--gateway-endpoint " + options.gateway_endpoint + ": " + e.what());
+    }
+  }
+  if (result.count("tls-dir")) {
+    options.tls_dir = get<std::string>(result, "tls-dir");
+    for (const char* file : {"ca.crt", "tls.crt", "tls.key"}) {
+      if (!is_file(options.tls_dir + "/" + file)) {
+        throw UsageError("--tls-dir " + options.tls_dir + ": " + file + " is missing");
+      }
+    }
+  }
+  options.supervisor_caps = get<bool>(result, "supervisor-caps");
+}
+
 void fill_run_options(const cxxopts::ParseResult& result, Options& options) {
   if (!result.count("image"))
     throw UsageError("--image is required (a squashfs file or a directory)");
   options.image = get<std::string>(result, "image");
-  if (!result.count("count")) throw UsageError("--count is required");
-  options.count = get<std::int64_t>(result, "count");
-  require_positive("count", options.count);
+  if (result.count("serve")) {
+    fill_serve_options(result, options);
+  } else {
+    if (!result.count("count")) throw UsageError("--count is required (or --serve SOCKET)");
+    options.count = get<std::int64_t>(result, "count");
+    require_positive("count", options.count);
+    for (const char* name : {"supervisor", "gateway-endpoint", "tls-dir", "supervisor-caps"}) {
+      if (result.count(name)) throw UsageError(std::string("--") + name + " needs --serve");
+    }
+  }
   options.cpus_per_sandbox = get<int>(result, "cpus-per-sandbox");
   require_positive("cpus-per-sandbox", options.cpus_per_sandbox);
   if (result.count("slots")) {
@@ -145,6 +206,10 @@ void fill_run_options(const cxxopts::ParseResult& result, Options& options) {
   if (options.index_offset < 0) throw UsageError("--index-offset must be 0 or more");
   try {
     options.seccomp = seccomp::parse_seccomp_profile(get<std::string>(result, "seccomp"));
+    // The supervisor mounts its own network namespace under /run/netns.
+    if (options.action == Action::kServe && options.supervisor_caps && !result.count("seccomp")) {
+      options.seccomp = seccomp::SeccompProfile::kSupervisor;
+    }
   } catch (const std::invalid_argument& e) {
     throw UsageError(std::string("--seccomp: ") + e.what());
   }
@@ -344,6 +409,13 @@ Options parse_options(int argc, const char* const argv[]) {
     fill_run_options(result, options);
   } catch (const cxxopts::exceptions::exception& e) {
     throw UsageError(e.what());
+  }
+  if (options.action == Action::kServe) {
+    if (!options.command.empty()) {
+      throw UsageError("--serve takes each sandbox's command from the gateway: remove '-- " +
+                       options.command.front() + " ...'");
+    }
+    return options;
   }
   if (options.command.empty()) {
     throw UsageError("no COMMAND given: put the sandbox command after -- (" + std::string(kUsage) +

@@ -21,7 +21,7 @@ class UsageError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-enum class Action { kRun, kPlan, kHelp, kVersion, kCheck };
+enum class Action { kRun, kPlan, kServe, kHelp, kVersion, kCheck };
 
 struct Options {
   Action action = Action::kRun;
@@ -50,6 +50,13 @@ struct Options {
   bool keep_workspaces = false;
   int verbosity = 0;  // -q: -1, -v: 1, -vv: 2
   std::vector<std::string> command;
+
+  // The OpenShell gateway service (--serve): sandboxes come from the gateway, not --count.
+  std::string serve_socket;      // UNIX socket rank 0 serves the compute-driver API on
+  std::string supervisor;        // host path of the supervisor binary; "" runs spec commands
+  std::string gateway_endpoint;  // http(s)://HOST:PORT of the gateway, as nodes reach it
+  std::string tls_dir;           // holds ca.crt, tls.crt, tls.key for the supervisor
+  bool supervisor_caps = true;   // grant the supervisor the capabilities it needs
 };
 
 // Parses argv (argv[0] is the program). Throws UsageError. Does not touch the file system

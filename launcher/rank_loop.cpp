@@ -13,6 +13,7 @@ SignalsSeen step_node(const LocalNode& node, SignalChannel& signals, int timeout
   node_agent::SandboxRunner* runner = node.runner;
   std::vector<pollfd> fds = {{signals.fd(), POLLIN, 0}};
   if (node.proxy) fds.push_back({node.proxy->epoll_fd(), POLLIN, 0});
+  if (node.wake_fd >= 0) fds.push_back({node.wake_fd, POLLIN, 0});
   const std::size_t first_runner_fd = fds.size();
   if (runner) {
     runner->append_poll_fds(fds);

@@ -19,6 +19,7 @@ struct RankOutcome {
 struct LocalNode {
   node_agent::SandboxRunner* runner = nullptr;
   proxy::EgressProxy* proxy = nullptr;
+  int wake_fd = -1;  // another descriptor that ends the wait when readable (or -1)
 };
 
 // Waits up to timeout_ms, reaps, reads reports, serves the proxy, enforces timeouts and starts

@@ -14,6 +14,9 @@ enum MessageTag : int {
   kTagEvents = 103,       // rank -> 0: an encoded event batch (launcher/event_codec.hpp)
   kTagRankDone = 104,     // rank -> 0: std::int64_t 1 if it stopped early (cancelled), else 0
   kTagCancel = 105,       // 0 -> rank: std::int64_t signal number; stop everything now
+  // The gateway service (--serve):
+  kTagServiceCommand = 106,  // 0 -> rank: a node command as JSON (launcher/service_node.hpp)
+  kTagRankReady = 107,       // rank -> 0: std::int64_t 1 once its node is set up, 0 if it failed
 };
 
 // Receives and drops a message nobody expects (a peer of another version, a bug), whatever its

@@ -32,8 +32,6 @@ void append_isolation(std::vector<std::string>& argv, const SandboxProfile& prof
           keep_ids ? std::to_string(uid) : "0",
           "--gid",
           keep_ids ? std::to_string(gid) : "0",
-          // No nested user namespaces: closes the usual route to more kernel attack surface.
-          "--disable-userns",
           "--die-with-parent",
           "--new-session",
           "--cap-drop",
@@ -41,6 +39,13 @@ void append_isolation(std::vector<std::string>& argv, const SandboxProfile& prof
           "--hostname",
           instance.id,
       });
+  if (profile.capabilities.empty()) {
+    // No nested user namespaces: closes the usual route to more kernel attack surface.
+    argv.push_back("--disable-userns");
+  }
+  for (const auto& capability : profile.capabilities) {
+    argv.insert(argv.end(), {"--cap-add", capability});
+  }
 }
 
 void append_own_mounts(std::vector<std::string>& argv, const SandboxProfile& profile,
@@ -61,6 +66,7 @@ void append_own_mounts(std::vector<std::string>& argv, const SandboxProfile& pro
                               profile.exec_helper,
                               kExecHelperPath,
                           });
+  for (const auto& dir : profile.tmpfs_dirs) argv.insert(argv.end(), {"--tmpfs", dir});
   if (instance.slot) {
     argv.insert(argv.end(), instance.slot->device_args.begin(), instance.slot->device_args.end());
   }

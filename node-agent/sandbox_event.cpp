@@ -16,6 +16,8 @@ std::string_view event_type_name(EventType type) {
       return "node_failed";
     case EventType::kEgress:
       return "egress";
+    case EventType::kRemoved:
+      return "removed";
   }
   return "unknown";
 }
@@ -36,6 +38,8 @@ std::string_view failure_reason_name(FailureReason reason) {
       return "spawn_failed";
     case FailureReason::kNodeFailed:
       return "node_failed";
+    case FailureReason::kStopped:
+      return "stopped";
   }
   return "unknown";
 }

@@ -15,6 +15,7 @@ enum class EventType : std::uint8_t {
   kFailed,       // terminal: the sandbox did not run to completion (see FailureReason)
   kNodeFailed,   // per node: the node cannot run sandboxes (its work goes elsewhere)
   kEgress,       // a sandbox's connection through the egress proxy: allowed or denied
+  kRemoved,      // service mode: a deleted sandbox's files are gone from its node
 };
 
 enum class FailureReason : std::uint8_t {
@@ -25,6 +26,7 @@ enum class FailureReason : std::uint8_t {
   kCancelled,        // the job was stopped (SIGINT/SIGTERM, scheduler) first
   kSpawnFailed,      // bubblewrap could not be started or could not build the sandbox
   kNodeFailed,       // the node it was meant for could not run sandboxes
+  kStopped,          // service mode: stopped on request (its workspace is kept)
 };
 
 std::string_view event_type_name(EventType type);

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -35,6 +36,12 @@ struct ExecReport {
 struct SandboxRunner::Running {
   SandboxInstance instance;
   int slot = -1;
+  std::int64_t event_index = 0;  // the index its events carry
+  // A named sandbox's own profile and resources; batch sandboxes share the runner's.
+  std::shared_ptr<const SandboxProfile> own_profile;
+  std::optional<SlotResources> own_resources;
+  bool is_named = false;  // keeps its workspace, appends to its output files
+  bool stop_requested = false;
   ChildProcess process;
   sys::UniqueFd report_fd;
   std::string report_buffer;
@@ -152,16 +159,64 @@ void SandboxRunner::start_ready() {
 void SandboxRunner::start_one(std::int64_t index, int slot) {
   auto sandbox = std::make_unique<Running>();
   sandbox->slot = slot;
-  sandbox->spawn_mono_us = clock::mono_us();
+  sandbox->event_index = index;
   SandboxInstance& instance = sandbox->instance;
   // Internally (queue, events) indices run 0..count-1; the sandbox sees the offset one.
   instance.index = index + config_.index_offset;
   instance.id = sandbox_id(config_.job_tag, instance.index);
   instance.count = config_.count;
-  instance.node = config_.node;
-  instance.rank = config_.rank;
   instance.workspace = config_.workspace_root + "/" + instance.id;
   instance.slot = &config_.slots[static_cast<std::size_t>(slot)];
+  spawn(std::move(sandbox), config_.profile);
+}
+
+bool SandboxRunner::is_slot_free(int slot) const {
+  return std::find(free_slots_.begin(), free_slots_.end(), slot) != free_slots_.end();
+}
+
+void SandboxRunner::launch(NamedSandbox named) {
+  auto free = std::find(free_slots_.begin(), free_slots_.end(), named.slot);
+  if (free == free_slots_.end()) {
+    fail_unstarted(named.handle, FailureReason::kSpawnFailed,
+                   "slot " + std::to_string(named.slot) + " of rank " +
+                       std::to_string(config_.rank) + " is not free");
+    return;
+  }
+  free_slots_.erase(free);
+  auto sandbox = std::make_unique<Running>();
+  sandbox->slot = named.slot;
+  sandbox->event_index = named.handle;
+  sandbox->is_named = true;
+  sandbox->own_profile = std::move(named.profile);
+  sandbox->own_resources = std::move(named.resources);
+  SandboxInstance& instance = sandbox->instance;
+  instance.index = named.handle;
+  instance.id = std::move(named.id);
+  instance.workspace = std::move(named.workspace);
+  instance.mount_args = std::move(named.mount_args);
+  instance.slot = sandbox->own_resources ? &*sandbox->own_resources
+                                         : &config_.slots[static_cast<std::size_t>(named.slot)];
+  const SandboxProfile& profile = *sandbox->own_profile;
+  spawn(std::move(sandbox), profile);
+}
+
+bool SandboxRunner::stop(std::int64_t handle) {
+  for (auto& [pid, sandbox] : running_) {
+    if (!sandbox->is_named || sandbox->event_index != handle) continue;
+    sandbox->stop_requested = true;
+    // Killing bubblewrap kills the whole sandbox: --die-with-parent and the pid namespace.
+    sandbox->process.signal(SIGKILL);
+    return true;
+  }
+  return false;
+}
+
+void SandboxRunner::spawn(std::unique_ptr<Running> sandbox, const SandboxProfile& profile) {
+  sandbox->spawn_mono_us = clock::mono_us();
+  SandboxInstance& instance = sandbox->instance;
+  instance.node = config_.node;
+  instance.rank = config_.rank;
+  const int slot = sandbox->slot;
 
   try {
     sys::make_directories(instance.workspace, 0700);
@@ -169,9 +224,11 @@ void SandboxRunner::start_one(std::int64_t index, int slot) {
     if (!config_.output_dir.empty()) {
       std::string dir = config_.output_dir + "/" + instance.id;
       sys::make_directories(dir, 0755);
-      out_fd = sys::open_file(dir + "/stdout", O_WRONLY | O_CREAT | O_TRUNC);
+      // A named sandbox keeps one log across its runs.
+      int mode = O_WRONLY | O_CREAT | (sandbox->is_named ? O_APPEND : O_TRUNC);
+      out_fd = sys::open_file(dir + "/stdout", mode);
       sandbox->stderr_path = dir + "/stderr";
-      err_fd = sys::open_file(sandbox->stderr_path, O_WRONLY | O_CREAT | O_TRUNC);
+      err_fd = sys::open_file(sandbox->stderr_path, mode);
     } else {
       out_fd = sys::open_file("/dev/null", O_WRONLY);
       err_fd = sys::open_file("/dev/null", O_WRONLY);
@@ -201,9 +258,12 @@ void SandboxRunner::start_one(std::int64_t index, int slot) {
       options.inherit_fds.push_back(fds.block);
     }
 
-    if (config_.prepare_network) instance.mount_args = config_.prepare_network(instance.id);
-    auto argv =
-        build_bwrap_argv(config_.profile, config_.layout, instance, fds, ::getuid(), ::getgid());
+    if (config_.prepare_network) {
+      auto network_args = config_.prepare_network(instance.id);
+      instance.mount_args.insert(instance.mount_args.end(), network_args.begin(),
+                                 network_args.end());
+    }
+    auto argv = build_bwrap_argv(profile, config_.layout, instance, fds, ::getuid(), ::getgid());
     options.cpus = instance.slot->cpus;
     options.numa_node = instance.slot->numa;
     // Its own process group: a signal meant for this rank's group (mpirun, srun) must reach
@@ -216,12 +276,12 @@ void SandboxRunner::start_one(std::int64_t index, int slot) {
   } catch (const std::exception& e) {
     free_slots_.push_back(slot);
     if (config_.detach_network) config_.detach_network(instance.id);
-    sys::remove_tree(instance.workspace);
-    fail_unstarted(index, FailureReason::kSpawnFailed, e.what());
+    if (!sandbox->is_named) sys::remove_tree(instance.workspace);
+    fail_unstarted(sandbox->event_index, FailureReason::kSpawnFailed, e.what());
     return;
   }
 
-  if (config_.timeout_us > 0)
+  if (config_.timeout_us > 0 && !sandbox->is_named)
     sandbox->deadline_mono_us = sandbox->spawn_mono_us + config_.timeout_us;
   pid_t pid = sandbox->process.pid();
   running_.emplace(pid, std::move(sandbox));
@@ -336,7 +396,8 @@ void SandboxRunner::finish(pid_t pid, int wait_status) {
   if (config_.detach_network) {
     config_.detach_network(sandbox.instance.id);
   }
-  if (!config_.keep_workspaces && !sys::remove_tree(sandbox.instance.workspace)) {
+  if (!config_.keep_workspaces && !sandbox.is_named &&
+      !sys::remove_tree(sandbox.instance.workspace)) {
     logger()->warn("cannot remove workspace {} completely", sandbox.instance.workspace);
   }
   free_slots_.push_back(sandbox.slot);
@@ -346,7 +407,7 @@ SandboxEvent SandboxRunner::make_event(EventType type, const Running& sandbox) c
   SandboxEvent event;
   event.type = type;
   event.wall_us = clock::wall_us();
-  event.index = sandbox.instance.index - config_.index_offset;
+  event.index = sandbox.event_index;
   event.rank = config_.rank;
   event.pid = sandbox.process.pid();
   if (type == EventType::kStarted) {
@@ -367,7 +428,7 @@ SandboxEvent SandboxRunner::terminal_event(Running& sandbox, int wait_status) co
   event.duration_us = now - began;
   // When we killed the sandbox, its reporter may still see the command die of that SIGKILL
   // before it dies itself; that is our kill, not the command's own end.
-  bool killed_by_us = sandbox.cancelled || sandbox.timed_out;
+  bool killed_by_us = sandbox.cancelled || sandbox.timed_out || sandbox.stop_requested;
   if (report.exec_errno != 0) {
     // The command never ran (its exec failed), whatever status the reporter saw afterwards.
     event.reason =
@@ -391,6 +452,9 @@ SandboxEvent SandboxRunner::terminal_event(Running& sandbox, int wait_status) co
   } else if (sandbox.cancelled) {
     event.reason = FailureReason::kCancelled;
     event.message = "the job was stopped before the sandbox finished";
+  } else if (sandbox.stop_requested) {
+    event.reason = FailureReason::kStopped;
+    event.message = "stopped on request";
   } else if (sandbox.timed_out) {
     event.reason = FailureReason::kTimeout;
     char seconds[32];
@@ -438,7 +502,7 @@ std::int64_t SandboxRunner::enforce_timeouts() {
   }
   if (config_.timeout_us <= 0) return next;
   for (auto& [pid, sandbox] : running_) {
-    if (sandbox->timed_out) continue;
+    if (sandbox->timed_out || sandbox->deadline_mono_us == 0) continue;
     if (now >= sandbox->deadline_mono_us) {
       // Killing bubblewrap kills the whole sandbox: --die-with-parent and the pid namespace.
       sandbox->timed_out = sandbox->process.signal(SIGKILL);

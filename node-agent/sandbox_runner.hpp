@@ -10,6 +10,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -47,6 +48,18 @@ struct RunnerConfig {
   std::function<void(const std::string& sandbox_id)> detach_network;
 };
 
+// A long-lived sandbox of the service mode: its own profile, started and stopped on request
+// in a slot that the caller chose, with a workspace that outlives each run.
+struct NamedSandbox {
+  std::int64_t handle = 0;  // the caller's number for it; its events carry it as their index
+  std::string id;           // hostname, proxy attribution, output sub-directory
+  int slot = 0;             // a free slot of this runner
+  std::shared_ptr<const SandboxProfile> profile;
+  std::vector<std::string> mount_args;     // its own extra bubblewrap mounts (secrets)
+  std::optional<SlotResources> resources;  // replaces the slot's own (e.g. fewer GPUs)
+  std::string workspace;                   // bound at /sandbox; kept when the sandbox ends
+};
+
 class SandboxRunner {
  public:
   using EventSink = std::function<void(SandboxEvent&&)>;
@@ -78,6 +91,15 @@ class SandboxRunner {
   // microseconds until the next deadline (-1 when none). Never throws.
   std::int64_t enforce_timeouts();
 
+  // Starts a named sandbox now, in its slot. A sandbox that cannot be started (slot busy,
+  // spawn failed) gets its terminal event at once. Never throws.
+  void launch(NamedSandbox sandbox);
+  // Kills the named sandbox `handle`; its terminal event (reason `stopped`, unless its command
+  // had already ended on its own) follows from reap(). False when it is not running. Never
+  // throws.
+  bool stop(std::int64_t handle);
+  bool is_slot_free(int slot) const;
+
   // Stops everything: running sandboxes are killed and reaped, queued ones dropped; each gets
   // a terminal event with reason `cancelled`. Never throws.
   void cancel_all();
@@ -91,6 +113,7 @@ class SandboxRunner {
 
   std::int64_t pop_index();
   void start_one(std::int64_t index, int slot);
+  void spawn(std::unique_ptr<Running> sandbox, const SandboxProfile& profile);
   void read_reports(Running& sandbox);
   void read_info(Running& sandbox);
   void finish(pid_t pid, int wait_status);

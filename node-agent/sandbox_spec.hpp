@@ -31,6 +31,12 @@ struct SandboxProfile {
   EnvironmentList environment;       // user environment (placeholders not yet expanded)
   std::vector<std::string> command;  // COMMAND [ARG...] (placeholders not yet expanded)
   std::string working_dir;           // where the command starts; "" for /sandbox
+  // Capabilities granted inside the sandbox's user namespace ("CAP_SYS_ADMIN"); empty: none.
+  // Granting any also allows the nested user namespace that bubblewrap would otherwise
+  // forbid with --disable-userns (a process holding CAP_NET_ADMIN must own the network
+  // namespace it configures); the seccomp filter still refuses new user namespaces.
+  std::vector<std::string> capabilities;
+  std::vector<std::string> tmpfs_dirs;  // more tmpfs mounts, e.g. /run/netns
 };
 
 // What one slot gives the sandbox running in it, from the node's placement (topo/).

@@ -7,7 +7,8 @@ set -euo pipefail
 declare -A groups=(
   [build]="cmake g++ make pkg-config libopenmpi-dev openmpi-bin libhwloc-dev hwloc
            libseccomp-dev libcxxopts-dev libspdlog-dev libfmt-dev catch2 nlohmann-json3-dev
-           libyaml-cpp-dev libssl-dev"
+           libyaml-cpp-dev libssl-dev libgrpc++-dev libprotobuf-dev protobuf-compiler
+           protobuf-compiler-grpc"
   [run]="bubblewrap squashfs-tools squashfuse fuse3 openmpi-bin hwloc"
   [image]="mmdebstrap squashfs-tools-ng"
   [test]="python3 python3-pytest procps psmisc util-linux clang libclang-rt-14-dev libc6-dev curl skopeo umoci"

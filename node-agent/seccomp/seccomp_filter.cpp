@@ -73,7 +73,11 @@ scmp_arg_cmp flag_set(unsigned arg, scmp_datum_t flag) {
   return scmp_arg_cmp{arg, SCMP_CMP_MASKED_EQ, flag, flag};
 }
 
-void block_kernel_interfaces(RuleSink& sink) {
+bool is_classic_mount_call(std::string_view name) {
+  return name == "mount" || name == "umount2" || name == "umount";
+}
+
+void block_kernel_interfaces(RuleSink& sink, bool allow_classic_mount) {
   const char* calls[] = {
       "bpf",         "perf_event_open",  "userfaultfd",      "kexec_load", "kexec_file_load",
       "init_module", "finit_module",     "delete_module",    "keyctl",     "add_key",
@@ -81,7 +85,10 @@ void block_kernel_interfaces(RuleSink& sink) {
       "move_mount",  "open_tree",        "mount_setattr",    "mount",      "umount2",
       "umount",      "pivot_root",       "swapon",           "swapoff",    "reboot",
       "ptrace",      "process_vm_readv", "process_vm_writev"};
-  for (const char* name : calls) sink.block(name, EPERM);
+  for (const char* name : calls) {
+    if (allow_classic_mount && is_classic_mount_call(name)) continue;
+    sink.block(name, EPERM);
+  }
 }
 
 // Allowed personas: PER_LINUX (0), PER_LINUX32 (8), both with UNAME26 (0x20000), and the query
@@ -154,7 +161,7 @@ void block_strict_extras(RuleSink& sink) {
 
 void add_rules(RuleSink& sink, SeccompProfile profile) {
   if (profile == SeccompProfile::kNone) return;
-  block_kernel_interfaces(sink);
+  block_kernel_interfaces(sink, profile == SeccompProfile::kSupervisor);
   block_personas(sink);
   block_new_user_namespaces(sink);
   block_terminal_injection(sink);
@@ -194,9 +201,10 @@ sys::UniqueFd export_to_memfd(const FilterContext& filter, std::size_t& size_byt
 SeccompProfile parse_seccomp_profile(std::string_view name) {
   if (name == "default") return SeccompProfile::kDefault;
   if (name == "strict") return SeccompProfile::kStrict;
+  if (name == "supervisor") return SeccompProfile::kSupervisor;
   if (name == "none") return SeccompProfile::kNone;
   throw std::invalid_argument("unknown seccomp profile '" + std::string(name) +
-                              "' (use default, strict or none)");
+                              "' (use default, strict, supervisor or none)");
 }
 
 std::string_view profile_name(SeccompProfile profile) {
@@ -205,6 +213,8 @@ std::string_view profile_name(SeccompProfile profile) {
       return "default";
     case SeccompProfile::kStrict:
       return "strict";
+    case SeccompProfile::kSupervisor:
+      return "supervisor";
     case SeccompProfile::kNone:
       return "none";
   }

@@ -11,9 +11,13 @@
 
 namespace oshpc::seccomp {
 
-enum class SeccompProfile { kDefault, kStrict, kNone };
+// kSupervisor is kDefault without the mount(2)/umount2(2) blocks: the OpenShell supervisor
+// builds its own network namespace (`ip netns add` bind-mounts it under /run/netns) and then
+// confines its workload with its own, stricter filter.
+enum class SeccompProfile { kDefault, kStrict, kSupervisor, kNone };
 
-// "default", "strict" or "none"; throws std::invalid_argument naming the accepted values.
+// "default", "strict", "supervisor" or "none"; throws std::invalid_argument naming the accepted
+// values.
 SeccompProfile parse_seccomp_profile(std::string_view name);
 
 // The name parse_seccomp_profile accepts for profile. Never fails.

@@ -1,0 +1,45 @@
+// The gRPC server of the service mode on its UNIX socket. Trust is the socket's permissions,
+// as the gateway expects of a compute driver: a parent directory of our own with mode 0700, a
+// socket with mode 0600, and every peer's SO_PEERCRED uid checked against ours (root too is
+// refused). Connections are accepted here and handed to gRPC one by one, so that a refused
+// peer never reaches a gRPC handler.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <grpcpp/server.h>
+
+#include "common/sys.hpp"
+#include "launcher/gateway/driver_service.hpp"
+
+namespace oshpc::gateway {
+
+class DriverServer {
+ public:
+  // Binds `socket_path` and starts serving `service`. Throws SysError naming the path when
+  // the directory is not ours or not private, or another live socket is there.
+  DriverServer(const std::string& socket_path, DriverService& service);
+  // Stops accepting, ends open calls, and removes the socket.
+  ~DriverServer();
+  DriverServer(const DriverServer&) = delete;
+  DriverServer& operator=(const DriverServer&) = delete;
+
+  const std::string& socket_path() const { return socket_path_; }
+  // Peers refused so far because of their uid.
+  int refused_peers() const { return refused_peers_.load(); }
+
+ private:
+  void accept_loop();
+
+  std::string socket_path_;
+  sys::UniqueFd listener_;
+  sys::UniqueFd stop_;  // eventfd: wakes the accept loop to end
+  std::unique_ptr<grpc::Server> server_;
+  std::atomic<int> refused_peers_{0};
+  std::thread acceptor_;
+};
+
+}  // namespace oshpc::gateway
