@@ -126,3 +126,19 @@ TEST_CASE("a slot's GPU devices and environment reach the sandbox") {
   CHECK(std::find(argv.begin(), argv.end(), "/dev/nvidia3") - argv.begin() >
         std::find(argv.begin(), argv.end(), "--dev") - argv.begin());
 }
+
+TEST_CASE("granted capabilities are added after the drop and allow the nested user namespace") {
+  SandboxProfile granted = profile();
+  granted.capabilities = {"CAP_SYS_ADMIN", "CAP_NET_ADMIN"};
+  granted.tmpfs_dirs = {"/run/netns"};
+  RootLayout layout;
+  layout.remount_args = {"--remount-ro", "/"};
+  auto argv = build_bwrap_argv(granted, layout, instance(), {9}, 1000, 1000);
+
+  CHECK(has_sequence(argv, {"--cap-drop", "ALL", "--hostname", "job-7", "--cap-add",
+                            "CAP_SYS_ADMIN", "--cap-add", "CAP_NET_ADMIN"}));
+  CHECK(position(argv, "--disable-userns") == static_cast<std::ptrdiff_t>(argv.size()));
+  CHECK(has_sequence(argv, {"--tmpfs", "/run/netns"}));
+  CHECK(position(argv, "/run/netns") > position(argv, "/run"));
+  CHECK(position(argv, "--remount-ro") > position(argv, "/run/netns"));
+}
