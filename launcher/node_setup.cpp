@@ -45,7 +45,8 @@ NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::
     std::vector<std::string> destinations;
     for (const auto& bind : options.binds) destinations.push_back(bind.destination);
     destinations.insert(destinations.end(), extra_mount_points.begin(), extra_mount_points.end());
-    setup.layout = node_agent::plan_root_layout(setup.rootfs, destinations);
+    setup.layout =
+        node_agent::plan_root_layout(setup.rootfs, destinations, setup.workspace_root + "/.root");
     for (const auto& slot : placement.slots) setup.slots.push_back(slot_resources(slot));
     if (options.seccomp != seccomp::SeccompProfile::kNone) {
       setup.seccomp = seccomp::build_seccomp_program(options.seccomp);

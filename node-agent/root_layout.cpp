@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 #include <stdexcept>
 
@@ -88,6 +89,49 @@ void bind_entries_back(const std::string& rootfs, const std::string& dir,
   }
 }
 
+// Copies of image directories are for small ones only (/etc of a typical image is about 1 MB).
+constexpr std::uintmax_t kMaxCopyBytes = 16 << 20;
+constexpr std::size_t kMaxCopyEntries = 4096;
+
+bool is_small_directory(const std::string& path) {
+  std::error_code error;
+  std::uintmax_t bytes = 0;
+  std::size_t entries = 0;
+  namespace fs = std::filesystem;
+  for (fs::recursive_directory_iterator it(path, error), end; !error && it != end;
+       it.increment(error)) {
+    if (++entries > kMaxCopyEntries) return false;
+    if (it->is_regular_file(error) && !it->is_symlink(error)) bytes += it->file_size(error);
+    if (bytes > kMaxCopyBytes) return false;
+  }
+  return !error;
+}
+
+// Copies image directory `dir` to copy_root + dir (symlinks as symlinks, special files left
+// out). False, with nothing left behind, when anything cannot be copied (an unreadable file
+// on a mounted image): the caller then synthesizes the directory instead.
+bool copy_image_directory(const std::string& rootfs, const std::string& dir,
+                          const std::string& copy_root) {
+  namespace fs = std::filesystem;
+  std::string source = host_path(rootfs, dir);
+  std::string target = copy_root + dir;
+  if (!is_small_directory(source)) return false;
+  std::error_code error;
+  fs::remove_all(target, error);
+  fs::create_directories(fs::path(target).parent_path(), error);
+  fs::copy(source, target, fs::copy_options::recursive | fs::copy_options::copy_symlinks, error);
+  if (error) {
+    sys::remove_tree(target);
+    return false;
+  }
+  return true;
+}
+
+bool is_inside(const std::string& path, const std::vector<std::string>& dirs) {
+  return std::any_of(dirs.begin(), dirs.end(),
+                     [&](const std::string& dir) { return path.rfind(dir + "/", 0) == 0; });
+}
+
 }  // namespace
 
 const std::vector<std::string>& reserved_sandbox_paths() {
@@ -130,7 +174,8 @@ EntryKind image_entry_kind(const std::string& rootfs, const std::string& path) {
 }
 
 RootLayout plan_root_layout(const std::string& rootfs,
-                            const std::vector<std::string>& bind_destinations) {
+                            const std::vector<std::string>& bind_destinations,
+                            const std::string& copy_root) {
   RootLayout layout;
   bind_entries_back(rootfs, "/", layout.mount_args);
 
@@ -145,15 +190,26 @@ RootLayout plan_root_layout(const std::string& rootfs,
   std::stable_sort(ordered.begin(), ordered.end(), [](const std::string& a, const std::string& b) {
     return std::count(a.begin(), a.end(), '/') < std::count(b.begin(), b.end(), '/');
   });
+  std::vector<std::string> remounted;
   for (const auto& dir : ordered) {
-    layout.mount_args.insert(layout.mount_args.end(), {"--tmpfs", dir});
-    bind_entries_back(rootfs, dir, layout.mount_args);
-    layout.synthesized.push_back(dir);
+    // A copy already holds its sub-directories, and their mount points are made in it.
+    if (is_inside(dir, layout.copied)) continue;
+    if (!copy_root.empty() && copy_image_directory(rootfs, dir, copy_root)) {
+      // Bound writable so that bubblewrap can make the mount points in it (they are the same
+      // for every sandbox of the node), then remounted read-only with the root.
+      layout.mount_args.insert(layout.mount_args.end(), {"--bind", copy_root + dir, dir});
+      layout.copied.push_back(dir);
+    } else {
+      layout.mount_args.insert(layout.mount_args.end(), {"--tmpfs", dir});
+      bind_entries_back(rootfs, dir, layout.mount_args);
+      layout.synthesized.push_back(dir);
+    }
+    remounted.push_back(dir);
   }
 
   // The tmpfs root and synthesized directories become read-only once every mount point exists.
   layout.remount_args = {"--remount-ro", "/"};
-  for (const auto& dir : ordered) {
+  for (const auto& dir : remounted) {
     layout.remount_args.insert(layout.remount_args.end(), {"--remount-ro", dir});
   }
   return layout;

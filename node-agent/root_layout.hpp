@@ -4,8 +4,10 @@
 // read-only (symlinks are recreated), so mount points the image lacks (/sandbox, /.oshpc, a
 // user bind target) can be created on the tmpfs. A bind target deeper inside an image directory
 // that lacks it gets that directory "synthesized": a tmpfs over it with its entries bound back.
-// The layout is computed once per node (it depends only on the staged image and the options)
-// and reused for every sandbox.
+// Each such bind costs the sandbox two mounts, so a small image directory (/etc) is instead
+// copied once per node into a directory of the job's and bound whole. The layout is computed
+// once per node (it depends only on the staged image and the options) and reused for every
+// sandbox.
 #pragma once
 
 #include <string>
@@ -36,12 +38,16 @@ struct RootLayout {
   std::vector<std::string> mount_args;    // bubblewrap arguments, before our own mounts
   std::vector<std::string> remount_args;  // --remount-ro for the tmpfs root and synthesized dirs
   std::vector<std::string> synthesized;   // image directories replaced by tmpfs + binds
+  std::vector<std::string> copied;        // image directories replaced by a node-local copy
 };
 
-// Plans the root for an image staged at `rootfs`, given the destinations of user binds.
-// Throws std::invalid_argument naming a destination that crosses a symlink or a file in the
-// image, or that is not an absolute normalised path.
+// Plans the root for an image staged at `rootfs`, given the destinations of user binds. With
+// `copy_root` (a node-local directory of the job's), small directories that need mount points
+// are copied there; without it, or when a copy fails, they are synthesized. Throws
+// std::invalid_argument naming a destination that crosses a symlink or a file in the image,
+// or that is not an absolute normalised path.
 RootLayout plan_root_layout(const std::string& rootfs,
-                            const std::vector<std::string>& bind_destinations);
+                            const std::vector<std::string>& bind_destinations,
+                            const std::string& copy_root = "");
 
 }  // namespace oshpc::node_agent

@@ -69,3 +69,18 @@ TEST_CASE("bind targets that cross a symlink or a file in the image are refused"
                     Catch::Contains("below the file /README"));
   CHECK_THROWS_WITH(plan_root_layout(image.root, {"/opt/../etc"}), Catch::Contains(".."));
 }
+
+TEST_CASE("with a copy directory, a small image directory is copied once and bound whole") {
+  FakeImage image;
+  std::string copies = image.root + "-copies";
+  auto layout = plan_root_layout(image.root, {"/etc/openshell/auth", "/etc/openshell-tls"}, copies);
+  CHECK(layout.copied == std::vector<std::string>{"/etc"});
+  CHECK(layout.synthesized.empty());
+  CHECK(has_sequence(layout.mount_args, {"--bind", copies + "/etc", "/etc"}));
+  CHECK(has_sequence(layout.remount_args, {"--remount-ro", "/etc"}));
+  std::ifstream copied(copies + "/etc/hostname");
+  std::string text;
+  std::getline(copied, text);
+  CHECK(text == "image");
+  oshpc::sys::remove_tree(copies);
+}
