@@ -84,7 +84,9 @@ NodeCommand decode_command(const std::string& text) {
     }
     return command;
   } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(std::string("malformed node command: ") + e.what());
+    // Not e.what(): a parse error quotes the text around it, which may hold a token.
+    throw std::runtime_error("malformed node command from rank 0 (json error " +
+                             std::to_string(e.id) + ")");
   }
 }
 
