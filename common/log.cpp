@@ -55,17 +55,19 @@ spdlog::level::level_enum level_for(const Settings& settings) {
   return settings.verbosity == 1 ? spdlog::level::info : spdlog::level::debug;
 }
 
-std::string pattern_for(const Settings& settings, const std::string& component) {
+// Every logger shares the one stderr sink, whose formatter the last set_pattern replaces; so
+// the pattern names the component with %n (the logger's name) and is the same for all.
+std::string pattern_for(const Settings& settings) {
   std::string who = settings.program;
   if (settings.rank >= 0) who += "[rank " + std::to_string(settings.rank) + "]";
   // file:line only at debug level and below, as the style guide asks.
   std::string where = level_for(settings) <= spdlog::level::debug ? " (%s:%#)" : "";
-  return who + ": %l: " + component + ": %v" + where;
+  return who + ": %l: %n: %v" + where;
 }
 
 void apply(spdlog::logger& logger, const Settings& settings) {
   logger.set_level(level_for(settings));
-  logger.set_pattern(pattern_for(settings, logger.name()));
+  logger.set_pattern(pattern_for(settings));
 }
 
 }  // namespace

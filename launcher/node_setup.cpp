@@ -62,9 +62,8 @@ NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::
 
 void tear_down_node(NodeSetup& setup, const MpiSession& mpi) {
   setup.proxy.reset();
-  if (!sys::remove_tree(setup.workspace_root)) {
-    logger()->warn("cannot remove {} completely", setup.workspace_root);
-  }
+  // The leader removes the whole job directory, the other ranks' workspaces included: two
+  // ranks removing the same tree at once each find entries vanishing under them.
   if (!mpi.is_node_leader()) return;
   if (setup.staged) setup.staged->release();
   if (!sys::remove_tree(setup.job_dir))

@@ -41,7 +41,7 @@ NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::
                       const RankPlacement& placement, proxy::DecisionCallback on_egress,
                       const std::vector<std::string>& extra_mount_points = {});
 
-// Removes the rank's workspaces; the node leader also unmounts and removes the job directory.
+// The node leader unmounts the image and removes the job directory (every rank's workspaces).
 // Never throws.
 void tear_down_node(NodeSetup& setup, const MpiSession& mpi);
 

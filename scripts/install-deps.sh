@@ -11,7 +11,7 @@ declare -A groups=(
            protobuf-compiler-grpc"
   [run]="bubblewrap squashfs-tools squashfuse fuse3 openmpi-bin hwloc"
   [image]="mmdebstrap squashfs-tools-ng"
-  [test]="python3 python3-pytest procps psmisc util-linux clang libclang-rt-14-dev libc6-dev curl skopeo umoci"
+  [test]="python3 python3-pytest python3-grpcio python3-protobuf procps psmisc util-linux clang libclang-rt-14-dev libc6-dev curl skopeo umoci"
   [slurm]="slurm-wlm slurm-client munge libpmix-dev"
   [bench]="charliecloud-runtime python3 tinyproxy gnuplot-nox"
 )

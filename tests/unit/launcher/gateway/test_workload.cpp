@@ -67,6 +67,11 @@ TEST_CASE("malformed requests are INVALID_ARGUMENT") {
   SECTION("a control character in the name") {
     bad.set_name("a\nb");
   }
+  SECTION("a C1 control character (U+0085) in the name") {
+    bad.set_name(
+        "a\xc2\x85"
+        "b");
+  }
   SECTION("a control character in the command") {
     bad.mutable_spec()->add_command("x\x1b[2J");
   }
