@@ -86,8 +86,10 @@ std::map<std::string, long> probe_under(const SeccompProgram& program) {
 TEST_CASE("profiles parse by name and reject unknown names") {
   CHECK(parse_seccomp_profile("default") == SeccompProfile::kDefault);
   CHECK(parse_seccomp_profile("strict") == SeccompProfile::kStrict);
+  CHECK(parse_seccomp_profile("supervisor") == SeccompProfile::kSupervisor);
   CHECK(parse_seccomp_profile("none") == SeccompProfile::kNone);
-  CHECK_THROWS_WITH(parse_seccomp_profile("tight"), Catch::Contains("default, strict or none"));
+  CHECK_THROWS_WITH(parse_seccomp_profile("tight"),
+                    Catch::Contains("default, strict, supervisor or none"));
   CHECK(profile_name(SeccompProfile::kStrict) == "strict");
 }
 
