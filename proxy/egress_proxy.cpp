@@ -2,6 +2,7 @@
 
 #include <netdb.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -16,7 +17,7 @@
 #include "common/json_text.hpp"
 #include "common/log.hpp"
 #include "proxy/http_request.hpp"
-#include "proxy/relay_buffer.hpp"
+#include "proxy/relay_channel.hpp"
 #include "proxy/resolver.hpp"
 
 namespace oshpc::proxy {
@@ -33,6 +34,7 @@ constexpr int kAcceptBatch = 64;
 constexpr std::int64_t kSweepIntervalUs = 100'000;
 constexpr std::int64_t kLingerUs = 2'000'000;  // draining a refused client before closing
 constexpr std::int64_t kListenerPauseUs = 100'000;
+constexpr std::size_t kIdlePipes = 32;  // empty pipes kept for reuse (2 descriptors each)
 
 std::uint64_t token(std::uint64_t id, std::uint64_t tag) {
   return (id << 2) | tag;
@@ -61,14 +63,15 @@ struct Connection {
   sys::UniqueFd upstream;
   Stage stage = Stage::kRequest;
   std::string head;  // request head being read, then the site proxy's answer
-  RelayBuffer to_upstream;
-  RelayBuffer to_client;
+  RelayChannel to_upstream;
+  RelayChannel to_client;
   bool client_eof = false;
   bool upstream_eof = false;
   bool upstream_shut = false;
   bool client_shut = false;
   bool dead = false;
   bool reported = false;
+  bool client_paused = false;  // the client spoke while we wait on DNS or the destination
 
   std::shared_ptr<const Policy> policy;  // the policy the decision points into
   Decision decision;
@@ -87,8 +90,12 @@ struct Connection {
   std::string reason;
   std::uint64_t bytes_up = 0;
   std::uint64_t bytes_down = 0;
-  std::uint32_t client_events = EPOLLIN;
+  // What each socket is registered for in epoll; a socket is added on first interest, so a
+  // request served at once costs one epoll_ctl per socket.
+  std::uint32_t client_events = 0;
   std::uint32_t upstream_events = 0;
+  bool client_watched = false;
+  bool upstream_watched = false;
 };
 
 std::string http_response(int status, const std::string& body) {
@@ -156,6 +163,21 @@ int start_connect(const IpAddress& address, std::uint16_t port) {
   return fd;
 }
 
+// Whether a connect started with start_connect has finished, well or not. On loopback the
+// handshake is over by the time connect() returns, and asking saves a trip through epoll.
+bool connect_settled(int fd) {
+  pollfd p{fd, POLLOUT, 0};
+  return ::poll(&p, 1, 0) == 1;
+}
+
+// The outcome of a finished connect: 0 or an errno value.
+int connect_error(int fd) {
+  int error = 0;
+  socklen_t length = sizeof error;
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) error = errno;
+  return error;
+}
+
 std::vector<IpAddress> resolve_now(const std::string& host) {
   Resolution result = resolve_blocking(host);
   if (!result.error.empty()) {
@@ -173,7 +195,9 @@ class EgressProxy::Impl {
         options_(std::move(options)),
         on_decision_(std::move(on_decision)),
         epoll_(::epoll_create1(EPOLL_CLOEXEC)),
-        resolver_(options_.resolver_threads) {
+        resolver_(options_.resolver_threads),
+        pipes_(options_.buffer_bytes, kIdlePipes),
+        log_(log::get("proxy")) {
     if (!epoll_.is_open()) sys::throw_errno("create the proxy epoll fd");
     watch(resolver_.event_fd(), token(0, kTagResolver), EPOLLIN, EPOLL_CTL_ADD);
     for (const auto& [name, texts] : options_.static_hosts) {
@@ -243,6 +267,7 @@ class EgressProxy::Impl {
   }
 
   void handle_ready(int timeout_ms) {
+    SigpipeBlock sigpipe_blocked;  // splicing into a socket whose peer has gone raises SIGPIPE
     std::int64_t now = clock::mono_us();
     auto until_sweep = static_cast<int>(std::max<std::int64_t>(0, next_sweep_us_ - now) / 1000);
     epoll_event events[kMaxEvents];
@@ -292,37 +317,49 @@ class EgressProxy::Impl {
   void update_interest(Connection& c) {
     std::uint32_t client = 0;
     std::uint32_t upstream = 0;
+    // While DNS or the destination is awaited the client stays registered for input as it was
+    // (a CONNECT client waits for our answer; only an early talker gets paused, see
+    // on_client_ready): two epoll_ctl calls fewer per request.
+    std::uint32_t waiting_client = c.client_paused ? 0 : static_cast<std::uint32_t>(EPOLLIN);
     switch (c.stage) {
       case Stage::kRequest:
         client = EPOLLIN;
         break;
       case Stage::kResolving:
+        client = waiting_client;
         break;
       case Stage::kConnecting:
+        client = waiting_client;
         upstream = EPOLLOUT;
         break;
       case Stage::kUpstreamHandshake:
         // Sending our CONNECT until upstream_target is cleared, then reading the answer.
+        client = waiting_client;
         upstream = c.upstream_target.empty() ? EPOLLIN : EPOLLOUT;
         break;
       case Stage::kRelaying:
-        if (!c.client_eof && c.to_upstream.space() > 0) client |= EPOLLIN;
+        if (!c.client_eof && c.to_upstream.can_fill()) client |= EPOLLIN;
         if (!c.to_client.empty()) client |= EPOLLOUT;
-        if (!c.upstream_eof && c.to_client.space() > 0) upstream |= EPOLLIN;
+        if (!c.upstream_eof && c.to_client.can_fill()) upstream |= EPOLLIN;
         if (!c.to_upstream.empty()) upstream |= EPOLLOUT;
         break;
       case Stage::kClosing:
         client = EPOLLIN | (c.to_client.empty() ? 0u : static_cast<std::uint32_t>(EPOLLOUT));
         break;
     }
-    if (client != c.client_events && c.client.is_open()) {
-      watch(c.client.get(), token(c.id, kTagClient), client, EPOLL_CTL_MOD);
-      c.client_events = client;
-    }
-    if (upstream != c.upstream_events && c.upstream.is_open()) {
-      watch(c.upstream.get(), token(c.id, kTagUpstream), upstream, EPOLL_CTL_MOD);
-      c.upstream_events = upstream;
-    }
+    set_interest(c.client, token(c.id, kTagClient), client, c.client_events, c.client_watched);
+    set_interest(c.upstream, token(c.id, kTagUpstream), upstream, c.upstream_events,
+                 c.upstream_watched);
+  }
+
+  // Registers fd on first interest, then changes what it waits for only when that changes.
+  // (Closing a socket removes it from epoll: nothing here deletes.)
+  void set_interest(const sys::UniqueFd& fd, std::uint64_t key, std::uint32_t wanted,
+                    std::uint32_t& current, bool& watched) {
+    if (!fd.is_open() || (watched && wanted == current) || (!watched && wanted == 0)) return;
+    watch(fd.get(), key, wanted, watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD);
+    current = wanted;
+    watched = true;
   }
 
   // ---- accepting ----
@@ -337,7 +374,7 @@ class EgressProxy::Impl {
         }
         return;
       }
-      admit(std::move(fd), listener.sandbox_id);
+      admit(std::move(fd), listener);
     }
   }
 
@@ -349,19 +386,18 @@ class EgressProxy::Impl {
     watch(listener.fd.get(), token(id, kTagListener), 0, EPOLL_CTL_MOD);
   }
 
-  void admit(sys::UniqueFd fd, const std::string& sandbox_id) {
+  void admit(sys::UniqueFd fd, const Listener& listener) {
     int one = 1;
     ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  // fails on UNIX: fine
     std::uint64_t id = next_id_++;
     auto connection =
-        std::make_unique<Connection>(id, sandbox_id, std::move(fd), options_.buffer_bytes);
+        std::make_unique<Connection>(id, listener.sandbox_id, std::move(fd), options_.buffer_bytes);
     Connection& c = *connection;
     c.policy = policy_;
     c.started_us = clock::mono_us();
     c.deadline_us = c.started_us + options_.request_timeout_ms * 1000LL;
-    watch(c.client.get(), token(id, kTagClient), EPOLLIN, EPOLL_CTL_ADD);
     connections_[id] = std::move(connection);
-    std::size_t& count = per_sandbox_[sandbox_id];
+    std::size_t& count = per_sandbox_[listener.sandbox_id];
     ++count;
 
     if (count > options_.max_connections_per_sandbox) {
@@ -371,7 +407,12 @@ class EgressProxy::Impl {
     } else if (connections_.size() > options_.max_connections) {
       refuse(c, 503,
              "proxy connection limit (" + std::to_string(options_.max_connections) + ") reached");
+    } else {
+      // The client usually sent its request right after connecting: read it now instead of
+      // waiting for epoll to say so.
+      read_request(c);
     }
+    if (!c.dead) update_interest(c);
   }
 
   // ---- the request ----
@@ -388,10 +429,13 @@ class EgressProxy::Impl {
         linger(c);
         break;
       default:
-        // Waiting on DNS or the destination: only a hang-up matters now.
+        // Waiting on DNS or the destination: only a hang-up matters now. Early bytes wait in
+        // the socket until the tunnel is up; stop listening to them meanwhile.
         if (events & (EPOLLHUP | EPOLLERR)) {
           c.reason = "client went away before the destination answered";
           close(c);
+        } else {
+          c.client_paused = true;
         }
         break;
     }
@@ -509,24 +553,36 @@ class EgressProxy::Impl {
     return c.via_upstream ? options_.upstream->port : c.request.port;
   }
 
+  // Connects to the next address that takes it. Waits in kConnecting (the caller's
+  // update_interest asks for EPOLLOUT) unless the connect has settled already.
   void dial_next(Connection& c) {
     while (c.next_dial < c.dials.size()) {
       const IpAddress& address = c.dials[c.next_dial++];
       int fd = start_connect(address, dial_port(c));
       if (fd < 0) {
-        c.last_error = "connect to " + bracket_host(address) + ":" + std::to_string(dial_port(c)) +
-                       ": " + std::strerror(errno);
+        note_connect_error(c, errno);
         continue;
       }
-      if (c.upstream.is_open()) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.upstream.get(), nullptr);
-      c.upstream.reset(fd);
-      c.upstream_events = EPOLLOUT;
-      watch(fd, token(c.id, kTagUpstream), EPOLLOUT, EPOLL_CTL_ADD);
+      c.upstream.reset(fd);  // closing an earlier attempt also took it out of epoll
+      c.upstream_events = 0;
+      c.upstream_watched = false;
       c.stage = Stage::kConnecting;
       c.deadline_us = clock::mono_us() + options_.connect_timeout_ms * 1000LL;
-      return;
+      if (!connect_settled(fd)) return;
+      int error = connect_error(fd);
+      if (error == 0) {
+        on_connected(c);
+        return;
+      }
+      note_connect_error(c, error);
     }
     fail(c, 502, c.last_error.empty() ? "no address to connect to" : c.last_error);
+  }
+
+  void note_connect_error(Connection& c, int error) {
+    const IpAddress& address = c.dials[c.next_dial - 1];
+    c.last_error = "connect to " + bracket_host(address) + ":" + std::to_string(dial_port(c)) +
+                   ": " + std::strerror(error);
   }
 
   void on_upstream_ready(Connection& c, std::uint32_t events) {
@@ -546,16 +602,17 @@ class EgressProxy::Impl {
   }
 
   void on_connect_done(Connection& c) {
-    int error = 0;
-    socklen_t length = sizeof error;
-    if (::getsockopt(c.upstream.get(), SOL_SOCKET, SO_ERROR, &error, &length) != 0) error = errno;
+    int error = connect_error(c.upstream.get());
     if (error != 0) {
-      const IpAddress& address = c.dials[c.next_dial - 1];
-      c.last_error = "connect to " + bracket_host(address) + ":" + std::to_string(dial_port(c)) +
-                     ": " + std::strerror(error);
+      note_connect_error(c, error);
       dial_next(c);
       return;
     }
+    on_connected(c);
+  }
+
+  // Only now may the client hear "200": the destination (or site proxy) has accepted.
+  void on_connected(Connection& c) {
     if (c.via_upstream) {
       start_handshake(c);
     } else {
@@ -621,17 +678,21 @@ class EgressProxy::Impl {
       c.status = 200;
       c.to_client.append("HTTP/1.1 200 Connection established\r\n\r\n");
     }
+    if (options_.splice) {
+      c.to_upstream.start_splicing(pipes_);
+      c.to_client.start_splicing(pipes_);
+    }
     c.deadline_us = clock::mono_us() + options_.idle_timeout_ms * 1000LL;
-    relay(c);
+    // Only send what is queued (the "200", a forwarded head): a socket with something to read
+    // says so through epoll, and asking both now would cost two reads that find nothing.
+    relay(c, false);
   }
 
   // Moves what can move in both directions, then handles end of stream and errors.
-  void relay(Connection& c) {
-    bool moved = pump(c, c.client, c.to_upstream, c.client_eof, c.upstream, c.bytes_up, "sandbox");
+  void relay(Connection& c, bool read = true) {
+    bool moved = pump(c, c.client, c.to_upstream, c.client_eof, c.upstream, c.bytes_up, read);
     if (c.dead) return;
-    moved =
-        pump(c, c.upstream, c.to_client, c.upstream_eof, c.client, c.bytes_down, "destination") ||
-        moved;
+    moved = pump(c, c.upstream, c.to_client, c.upstream_eof, c.client, c.bytes_down, read) || moved;
     if (c.dead) return;
     if (moved) c.deadline_us = clock::mono_us() + options_.idle_timeout_ms * 1000LL;
     // A half-close travels on once everything before it has been delivered.
@@ -646,18 +707,22 @@ class EgressProxy::Impl {
     if (c.client_shut && c.upstream_shut) close(c);
   }
 
-  // from → buffer → to, as far as each side allows. Returns whether any byte moved.
-  bool pump(Connection& c, sys::UniqueFd& from, RelayBuffer& buffer, bool& from_eof,
-            sys::UniqueFd& to, std::uint64_t& counter, const char* side) {
+  // from → channel → to, as far as each side allows (read: false only sends what is queued).
+  // Returns whether any byte moved.
+  bool pump(Connection& c, sys::UniqueFd& from, RelayChannel& channel, bool& from_eof,
+            sys::UniqueFd& to, std::uint64_t& counter, bool read) {
     bool moved = false;
     for (int round = 0; round < 4; ++round) {
       IoResult in{IoResult::kWouldBlock};
-      if (!from_eof) in = buffer.fill_from(from.get());
+      if (!from_eof && read) in = channel.fill_from(from.get());
       if (in.kind == IoResult::kEof) from_eof = true;
-      IoResult out = buffer.drain_to(to.get());
+      IoResult out = channel.drain_to(to.get());
       if (in.kind == IoResult::kError || out.kind == IoResult::kError) {
-        int error = in.kind == IoResult::kError ? in.error : out.error;
-        // A reset after both sides finished is a normal way to end a tunnel.
+        // Named after the socket that failed: reading from it, or writing to it.
+        bool failed_from = in.kind == IoResult::kError;
+        const sys::UniqueFd& failed = failed_from ? from : to;
+        int error = failed_from ? in.error : out.error;
+        const char* side = &failed == &c.client ? "sandbox" : "destination";
         if (c.reason.empty()) c.reason = std::string(side) + ": " + std::strerror(error);
         close(c);
         return moved;
@@ -687,8 +752,9 @@ class EgressProxy::Impl {
     c.reason = reason;
     if (c.upstream.is_open()) c.upstream.reset();  // closing also removes it from epoll
     c.upstream_events = 0;
+    c.upstream_watched = false;
     c.stage = Stage::kClosing;
-    c.to_client = RelayBuffer(options_.buffer_bytes);
+    c.to_client.clear();
     c.to_client.append(http_response(status, error_body(status, c)));
     c.deadline_us = clock::mono_us() + kLingerUs;
     linger(c);
@@ -731,7 +797,7 @@ class EgressProxy::Impl {
     d.bytes_up = c.bytes_up;
     d.bytes_down = c.bytes_down;
     d.duration_ms = (clock::mono_us() - c.started_us) / 1000;
-    log::get("proxy")->debug("{}", to_json(d));
+    if (log_->should_log(spdlog::level::debug)) log_->debug("{}", to_json(d));
     if (on_decision_) on_decision_(d);
   }
 
@@ -806,6 +872,8 @@ class EgressProxy::Impl {
   DecisionCallback on_decision_;
   sys::UniqueFd epoll_;
   Resolver resolver_;
+  PipePool pipes_;  // declared before connections_: their channels give pipes back to it
+  std::shared_ptr<spdlog::logger> log_;
   std::unordered_map<std::string, std::vector<IpAddress>> static_hosts_;
   std::vector<IpAddress> upstream_addresses_;
   std::unordered_map<std::uint64_t, Listener> listeners_;

@@ -38,8 +38,11 @@ struct ProxyOptions {
   std::optional<UpstreamProxy> upstream;
   std::size_t max_connections_per_sandbox = 256;
   std::size_t max_connections = 16384;   // all sandboxes together (fd budget)
-  std::size_t buffer_bytes = 64 * 1024;  // per direction per connection
-  int request_timeout_ms = 10'000;       // from accept to a complete request head
+  std::size_t buffer_bytes = 64 * 1024;  // per direction per connection (buffer or pipe)
+  // Relay established tunnels with splice(2) through a pipe per direction (no copy through
+  // the proxy's memory). false: copy through buffers, as sockets that cannot splice do anyway.
+  bool splice = true;
+  int request_timeout_ms = 10'000;  // from accept to a complete request head
   int resolve_timeout_ms = 5'000;
   int connect_timeout_ms = 10'000;  // per address, and for the upstream proxy's answer
   int idle_timeout_ms = 300'000;    // an established tunnel with no traffic either way
@@ -92,7 +95,8 @@ class EgressProxy {
   int epoll_fd() const;
   // Handles whatever is ready, waiting up to timeout_ms (0: do not wait), and expires timeouts.
   // Errors on single connections are handled (reported, connection closed); throws SysError
-  // only when epoll itself fails.
+  // only when epoll itself fails. SIGPIPE is blocked in the calling thread meanwhile (see
+  // SigpipeBlock in relay_channel.hpp), so the process needs no SIGPIPE disposition of its own.
   void handle_ready(int timeout_ms = 0);
 
   std::size_t connection_count() const;

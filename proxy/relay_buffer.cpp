@@ -23,6 +23,11 @@ void RelayBuffer::append(std::string_view bytes) {
   end_ += bytes.size();
 }
 
+void RelayBuffer::clear() {
+  data_ = {};
+  start_ = end_ = 0;
+}
+
 IoResult RelayBuffer::fill_from(int fd) {
   std::size_t room = space();
   if (room == 0) return {IoResult::kWouldBlock, 0, 0};

@@ -27,6 +27,8 @@ class RelayBuffer {
 
   // Appends bytes beyond the capacity if need be (heads and error answers are small).
   void append(std::string_view bytes);
+  // Drops the queued bytes and the memory behind them.
+  void clear();
   // One read() from fd into the free space (EINTR retried). Never throws except bad_alloc.
   IoResult fill_from(int fd);
   // One send() of the queued bytes to fd (MSG_NOSIGNAL: a gone peer is an error, not SIGPIPE).

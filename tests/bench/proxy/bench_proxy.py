@@ -3,9 +3,13 @@
 tinyproxy, on one machine, side by side.
 
     /usr/bin/python3 tests/bench/proxy/bench_proxy.py [--build DIR] [--setups N] [--mib N]
+                                                      [--rounds N] [--buffer-bytes N]
 
-Needs the oshpc-proxy-harness binary (build target of the proxy tests) and, for the third
-column, tinyproxy on PATH. Everything runs on 127.0.0.1.
+Needs the oshpc-proxy-harness binary (build target of the proxy tests), a C compiler (cc) for
+the client and sink in bench_peer.c, and, for the third row, tinyproxy on PATH. Everything runs
+on 127.0.0.1. The same C client and sink serve all three paths, and the paths take turns:
+each round measures every path (in a rotating order), so a machine that gets busier or
+quieter during the run shifts all rows alike.
 """
 import argparse
 import json
@@ -16,91 +20,35 @@ import socket
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
+HERE = pathlib.Path(__file__).resolve().parent
 
 
-def sink_server():
-    """Reads an 8-byte length, then that many bytes, and answers with the count. (No
-    half-close: tinyproxy closes both directions when the client half-closes.)"""
-    server = socket.create_server(("127.0.0.1", 0), backlog=1024)
-
-    def serve(conn):
-        buffer = bytearray(1 << 20)
-        header = b""
-        while len(header) < 8:
-            header += conn.recv(8 - len(header))
-        expected = int.from_bytes(header, "big")
-        total = 0
-        while total < expected and (n := conn.recv_into(buffer)) > 0:
-            total += n
-        conn.sendall(str(total).encode())
-        conn.close()
-
-    def accept_loop():
-        while True:
-            conn, _ = server.accept()
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept_loop, daemon=True).start()
-    return server.getsockname()[1]
+def build_peer(work):
+    binary = work / "bench_peer"
+    if shutil.which("cc") is None:
+        raise SystemExit("bench_proxy: needs a C compiler (cc) to build bench_peer.c")
+    subprocess.run(["cc", "-O2", "-o", str(binary), str(HERE / "bench_peer.c")], check=True)
+    return binary
 
 
-def tunnel(proxy_port, target_port):
-    if proxy_port is None:
-        return socket.create_connection(("127.0.0.1", target_port))
-    sock = socket.create_connection(("127.0.0.1", proxy_port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(f"CONNECT 127.0.0.1:{target_port} HTTP/1.1\r\n"
-                 f"Host: 127.0.0.1:{target_port}\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise RuntimeError(f"proxy closed during CONNECT: {head!r}")
-        head += chunk
-    if not head.startswith(b"HTTP/1.1 200") and not head.startswith(b"HTTP/1.0 200"):
-        raise RuntimeError(f"proxy refused: {head[:100]!r}")
-    return sock
+def start_sink(peer):
+    process = subprocess.Popen([str(peer), "sink"], stdout=subprocess.PIPE, text=True)
+    return process, int(process.stdout.readline())
 
 
-def measure_setup(proxy_port, target_port, count):
-    samples = []
-    for _ in range(count):
-        started = time.perf_counter()
-        sock = tunnel(proxy_port, target_port)
-        samples.append((time.perf_counter() - started) * 1e6)
-        sock.sendall((0).to_bytes(8, "big"))
-        sock.recv(64)
-        sock.close()
-    samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
-
-
-def measure_throughput(proxy_port, target_port, mib):
-    sock = tunnel(proxy_port, target_port)
-    chunk = b"\0" * (1 << 20)
-    started = time.perf_counter()
-    sock.sendall((mib << 20).to_bytes(8, "big"))
-    for _ in range(mib):
-        sock.sendall(chunk)
-    answer = sock.recv(64)
-    elapsed = time.perf_counter() - started
-    assert int(answer) == mib << 20, answer
-    sock.close()
-    return mib / 1024 / elapsed
-
-
-def start_oshpc(build, target_port, work):
+def start_oshpc(build, target_port, work, buffer_bytes):
     policy = work / "policy.yaml"
     policy.write_text("network_policies:\n  bench:\n    endpoints:\n"
                       f"      - host: 127.0.0.1\n        port: {target_port}\n"
                       "        allowed_ips: [127.0.0.1]\n")
     events = work / "events.jsonl"
+    tuning = ["--buffer-bytes", str(buffer_bytes)] if buffer_bytes else []
     process = subprocess.Popen([str(build / "bin" / "oshpc-proxy-harness"), "--policy",
-                                str(policy), "--tcp-listeners", "1", "--events", str(events)])
+                                str(policy), "--tcp-listeners", "1", "--events", str(events),
+                                *tuning])
     while not events.exists() or not events.read_text().endswith("\n"):
         time.sleep(0.02)
     return process, json.loads(events.read_text().splitlines()[0])["ports"][0]
@@ -129,42 +77,76 @@ def start_tinyproxy(target_port, work):
     return None, None
 
 
+def run_peer(peer, mode, proxy_port, target_port, count):
+    out = subprocess.run([str(peer), mode, str(proxy_port or 0), str(target_port), str(count)],
+                         check=True, capture_output=True, text=True).stdout
+    return [float(line) for line in out.split()]
+
+
+def measure_round(peer, paths, target, setups, mib, samples, rates):
+    for name, port in paths:
+        samples[name] += run_peer(peer, "setup", port, target, setups)
+        (seconds,) = run_peer(peer, "throughput", port, target, mib)
+        rates[name].append(mib / 1024 / seconds)
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def print_table(samples, rates):
+    print(f"{'path':<16} {'setup median µs':>16} {'setup p99 µs':>13} {'GiB/s':>7}"
+          f" {'setup ×direct':>14} {'GiB/s ×direct':>14} {'adds µs':>8}")
+    rows = {name: (statistics.median(samples[name]), percentile(samples[name], 0.99),
+                   statistics.median(rates[name])) for name in samples}
+    base = rows["direct loopback"]
+    for name, (median, p99, gib_s) in rows.items():
+        print(f"{name:<16} {median:>16.0f} {p99:>13.0f} {gib_s:>7.2f}"
+              f" {median / base[0]:>14.2f} {gib_s / base[2]:>14.2f} {median - base[0]:>8.0f}")
+    spread = {name: (min(r), max(r)) for name, r in rates.items()}
+    print("GiB/s per round (min-max): " +
+          ", ".join(f"{name} {lo:.2f}-{hi:.2f}" for name, (lo, hi) in spread.items()))
+    if "tinyproxy" in rows:
+        ours, theirs = rows["oshpc proxy"], rows["tinyproxy"]
+        print(f"oshpc vs tinyproxy: set-up {ours[0] / theirs[0]:.2f}× the latency, "
+              f"{ours[2] / theirs[2]:.2f}× the throughput")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", type=pathlib.Path, default=REPO / "build-proxy")
-    parser.add_argument("--setups", type=int, default=2000)
-    parser.add_argument("--mib", type=int, default=2048)
+    parser.add_argument("--setups", type=int, default=2000, help="set-ups per path, all rounds")
+    parser.add_argument("--mib", type=int, default=1024, help="MiB per path per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--buffer-bytes", type=int, default=0,
+                        help="the oshpc proxy's buffer_bytes (pipe size); default: its default")
     args = parser.parse_args()
 
-    target = sink_server()
     work = pathlib.Path(tempfile.mkdtemp(prefix="oshpc-bench-proxy-"))
-    oshpc, oshpc_port = start_oshpc(args.build, target, work)
+    peer = build_peer(work)
+    sink, target = start_sink(peer)
+    oshpc, oshpc_port = start_oshpc(args.build, target, work, args.buffer_bytes)
     tiny, tiny_port = start_tinyproxy(target, work)
     try:
-        rows = [("direct loopback", None), ("oshpc proxy", oshpc_port)]
+        paths = [("direct loopback", None), ("oshpc proxy", oshpc_port)]
         if tiny_port:
-            rows.append(("tinyproxy", tiny_port))
-        results = {}
-        for name, port in rows:
-            print(f"measuring {name} ...", flush=True)
-            measure_setup(port, target, 50)  # warm up
-            median, p99 = measure_setup(port, target, args.setups)
-            gib_s = measure_throughput(port, target, args.mib)
-            results[name] = (median, p99, gib_s)
-        print(f"{'path':<16} {'setup median µs':>16} {'setup p99 µs':>13} {'GiB/s':>7}"
-              f" {'setup ×direct':>14} {'GiB/s ×direct':>14}")
-        base = results["direct loopback"]
-        for name, (median, p99, gib_s) in results.items():
-            print(f"{name:<16} {median:>16.0f} {p99:>13.0f} {gib_s:>7.2f}"
-                  f" {median / base[0]:>14.2f} {gib_s / base[2]:>14.2f}")
-        if "tinyproxy" in results:
-            ours, theirs = results["oshpc proxy"], results["tinyproxy"]
-            print(f"oshpc vs tinyproxy: set-up {ours[0] / theirs[0]:.2f}× the latency, "
-                  f"{ours[2] / theirs[2]:.2f}× the throughput")
+            paths.append(("tinyproxy", tiny_port))
+        samples = {name: [] for name, _ in paths}
+        rates = {name: [] for name, _ in paths}
+        for name, port in paths:
+            run_peer(peer, "setup", port, target, 50)  # warm up
+        per_round = max(1, args.setups // args.rounds)
+        for round_index in range(args.rounds):
+            print(f"round {round_index + 1}/{args.rounds} ...", flush=True)
+            turn = round_index % len(paths)
+            measure_round(peer, paths[turn:] + paths[:turn], target, per_round, args.mib,
+                          samples, rates)
+        print_table(samples, rates)
     finally:
-        oshpc.terminate()
-        if tiny:
-            tiny.terminate()
+        for process in (oshpc, tiny, sink):
+            if process:
+                process.terminate()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -1,8 +1,8 @@
 // oshpc-proxy-harness: runs the egress proxy alone, for integration tests and benchmarks.
 //
 //   oshpc-proxy-harness --policy P [--upstream-proxy URL] [--host NAME=ADDR]...
-//       [--max-per-sandbox N] [--events FILE] [--tcp-listeners N] [--unix PATH]
-//       [--port PORT] [-- bwrap ARGS... COMMAND...]
+//       [--max-per-sandbox N] [--buffer-bytes N] [--no-splice] [--events FILE]
+//       [--tcp-listeners N] [--unix PATH] [--port PORT] [-- bwrap ARGS... COMMAND...]
 //
 // With "-- bwrap ...", it starts that sandbox (adding --info-fd, --block-fd and the proxy
 // environment), opens the proxy listener inside it with oshpc-netns-listen, lets the command
@@ -74,6 +74,10 @@ Options parse_options(int argc, char** argv) {
       options.proxy.static_hosts[pair.substr(0, eq)].push_back(pair.substr(eq + 1));
     } else if (arg == "--max-per-sandbox") {
       options.proxy.max_connections_per_sandbox = std::stoul(value());
+    } else if (arg == "--buffer-bytes") {
+      options.proxy.buffer_bytes = std::stoul(value());
+    } else if (arg == "--no-splice") {
+      options.proxy.splice = false;
     } else if (arg == "--idle-timeout-ms") {
       options.proxy.idle_timeout_ms = std::stoi(value());
     } else if (arg == "--request-timeout-ms") {

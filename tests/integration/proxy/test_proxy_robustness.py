@@ -68,8 +68,9 @@ def test_thousand_concurrent_tunnels_from_fifty_listeners(harness_factory, echo_
     assert len({e["sandbox_id"] for e in events}) == 50
 
 
-def test_half_close_is_passed_on_and_late_data_still_arrives(harness_factory, echo_server):
-    harness = harness_factory()
+@pytest.mark.parametrize("relay", ["splice", "copy"])
+def test_half_close_is_passed_on_and_late_data_still_arrives(harness_factory, echo_server, relay):
+    harness = harness_factory(extra=["--no-splice"] if relay == "copy" else [])
     sock, status, rest = open_tunnel(harness.ports[0], f"echo.test:{echo_server.port}")
     assert status.startswith("HTTP/1.1 200")
     payload = b"x" * 300_000  # more than the proxy's buffers: back-pressure on the way
@@ -82,6 +83,26 @@ def test_half_close_is_passed_on_and_late_data_still_arrives(harness_factory, ec
     sock.close()
     (event,) = harness.events(1)
     assert event["bytes_up"] == len(payload) and event["bytes_down"] == len(payload)
+
+
+def test_forwarded_request_body_follows_its_rewritten_head(harness_factory, echo_server):
+    """Plain HTTP: the head the proxy rewrote goes first, then the body bytes that came with
+    the client's head, then the rest of the body (spliced)."""
+    harness = harness_factory()
+    sock = socket.create_connection(("127.0.0.1", harness.ports[0]), timeout=10)
+    body = bytes(i % 251 for i in range(200_000))
+    head = (f"POST http://echo.test:{echo_server.port}/upload HTTP/1.1\r\n"
+            f"Host: echo.test\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    sock.sendall(head + body[:1000])
+    sock.sendall(body[1000:])
+    sock.shutdown(socket.SHUT_WR)
+    echoed = b""
+    while chunk := sock.recv(65536):
+        echoed += chunk
+    echoed_head, _, echoed_body = echoed.partition(b"\r\n\r\n")
+    assert echoed_head.startswith(b"POST /upload HTTP/1.1\r\n")
+    assert b"Connection: close" in echoed_head
+    assert echoed_body == body
 
 
 def test_abruptly_closed_peers_do_not_hurt_the_proxy(harness_factory, echo_server):

@@ -1,0 +1,141 @@
+// RelayChannel on UNIX socket pairs: the order of queued and spliced bytes, end of stream,
+// back-pressure within the bound, pipes going back to the pool.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <string>
+
+#include "common/sys.hpp"
+#include "proxy/relay_channel.hpp"
+
+using namespace oshpc::proxy;
+using oshpc::sys::UniqueFd;
+
+namespace {
+
+struct SocketPair {
+  UniqueFd near;  // the end the test writes to or reads from
+  UniqueFd far;   // the end the channel reads from or writes to
+};
+
+SocketPair socket_pair() {
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+std::string read_available(int fd) {
+  std::string out;
+  char chunk[65536];
+  ssize_t n;
+  while ((n = ::read(fd, chunk, sizeof chunk)) > 0) out.append(chunk, static_cast<size_t>(n));
+  return out;
+}
+
+char pattern(std::size_t offset) {
+  return static_cast<char>(offset % 251);
+}
+
+// Writes the pattern into fd from offset on, as far as the socket takes it.
+void feed(int fd, std::size_t& offset, std::size_t total) {
+  char chunk[16384];
+  while (offset < total) {
+    std::size_t size = std::min(sizeof chunk, total - offset);
+    for (std::size_t i = 0; i < size; ++i) chunk[i] = pattern(offset + i);
+    ssize_t n = ::write(fd, chunk, size);
+    if (n <= 0) return;
+    offset += static_cast<std::size_t>(n);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("queued bytes go out before the spliced stream, and the pipe goes back when empty") {
+  PipePool pool(64 * 1024, 4);
+  SocketPair source = socket_pair();
+  SocketPair destination = socket_pair();
+  RelayChannel channel(64 * 1024);
+  channel.append("HTTP/1.1 200 Connection established\r\n\r\n");
+  channel.start_splicing(pool);
+  REQUIRE(::write(source.near.get(), "payload", 7) == 7);
+
+  IoResult in = channel.fill_from(source.far.get());
+  CHECK(in.kind == IoResult::kMoved);
+  CHECK(in.bytes == 7);
+  CHECK(channel.queued_in_pipe() == 7);
+  while (!channel.empty())
+    REQUIRE(channel.drain_to(destination.far.get()).kind == IoResult::kMoved);
+  CHECK(read_available(destination.near.get()) ==
+        "HTTP/1.1 200 Connection established\r\n\r\npayload");
+  CHECK(pool.idle_count() == 1);
+
+  source.near.reset();
+  CHECK(channel.fill_from(source.far.get()).kind == IoResult::kEof);
+  CHECK(channel.empty());
+}
+
+TEST_CASE("a destination that does not read stops the channel within its bound") {
+  bool splice = GENERATE(true, false);
+  CAPTURE(splice);
+  constexpr std::size_t kBound = 64 * 1024;
+  constexpr std::size_t kTotal = 4 * 1024 * 1024;
+  PipePool pool(kBound, 4);
+  SocketPair source = socket_pair();
+  SocketPair destination = socket_pair();
+  RelayChannel channel(kBound);
+  if (splice) channel.start_splicing(pool);
+
+  // Feed and relay until every side is stuck: the destination's socket buffer is full.
+  std::size_t written = 0;
+  for (bool moving = true; moving;) {
+    std::size_t before = written;
+    feed(source.near.get(), written, kTotal);
+    IoResult in{IoResult::kWouldBlock};
+    if (channel.can_fill()) in = channel.fill_from(source.far.get());
+    IoResult out = channel.drain_to(destination.far.get());
+    REQUIRE(in.kind != IoResult::kError);
+    REQUIRE(out.kind != IoResult::kError);
+    moving = written != before || in.kind == IoResult::kMoved || out.kind == IoResult::kMoved;
+  }
+  CHECK(written < kTotal);
+  CHECK_FALSE(channel.can_fill());
+  CHECK(channel.is_splicing() == splice);
+  CHECK(channel.queued_in_pipe() <= kBound);
+
+  // Then everything arrives, in order.
+  std::string received;
+  bool source_open = true;
+  for (int spins = 0; received.size() < kTotal; ++spins) {
+    REQUIRE(spins < 1'000'000);
+    received += read_available(destination.near.get());
+    if (source_open) feed(source.near.get(), written, kTotal);
+    if (source_open && written == kTotal) {
+      source.near.reset();
+      source_open = false;
+    }
+    if (channel.can_fill()) REQUIRE(channel.fill_from(source.far.get()).kind != IoResult::kError);
+    REQUIRE(channel.drain_to(destination.far.get()).kind != IoResult::kError);
+  }
+  REQUIRE(received.size() == kTotal);
+  for (std::size_t i = 0; i < kTotal; ++i) {
+    if (received[i] != pattern(i)) FAIL("byte " << i << " differs");
+  }
+  CHECK(channel.fill_from(source.far.get()).kind == IoResult::kEof);
+}
+
+TEST_CASE("cleared channels drop what they held and copy from then on") {
+  PipePool pool(64 * 1024, 4);
+  SocketPair source = socket_pair();
+  SocketPair destination = socket_pair();
+  RelayChannel channel(64 * 1024);
+  channel.start_splicing(pool);
+  REQUIRE(::write(source.near.get(), "dropped", 7) == 7);
+  REQUIRE(channel.fill_from(source.far.get()).kind == IoResult::kMoved);
+  channel.clear();
+  CHECK(channel.empty());
+  CHECK_FALSE(channel.is_splicing());
+  channel.append("answer");
+  REQUIRE(channel.drain_to(destination.far.get()).kind == IoResult::kMoved);
+  CHECK(read_available(destination.near.get()) == "answer");
+}
