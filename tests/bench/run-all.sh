@@ -8,7 +8,8 @@
 # into docs/img/ (gnuplot; Debian package gnuplot-nox, installed when missing and root).
 # Environment: OSHPC_BENCH_QUICK=1 runs smaller sizes (a smoke test, not figures);
 #   OSHPC_BENCH_IMG (default docs/img) where the PNGs go; OSHPC_BENCH_ONLY="events scaling"
-#   runs only those (events scaling topo proxy fanout staging; results.md then holds only them).
+#   runs only those (events scaling topo proxy fanout staging gateway; results.md then holds
+#   only them).
 # Runs as root or as an ordinary user; running it again overwrites its outputs.
 set -uo pipefail
 
@@ -21,7 +22,7 @@ readonly img=${OSHPC_BENCH_IMG:-$repo/docs/img}
 readonly quick=${OSHPC_BENCH_QUICK:-0}
 readonly results=$out/results.md
 readonly python=/usr/bin/python3
-readonly only=${OSHPC_BENCH_ONLY:-events scaling topo proxy fanout staging}
+readonly only=${OSHPC_BENCH_ONLY:-events scaling topo proxy fanout staging gateway}
 wanted() { [[ " $only " == *" $1 "* ]]; }
 
 note() { echo "bench: $*" >&2; }
@@ -226,13 +227,30 @@ GP
   [[ -s $img/$1.png ]] && echo "![$1](img/$1.png)" >>"$results"
 }
 
+# --- Gateway service -----------------------------------------------------------------------
+
+bench_gateway_service() {
+  local count=100 title="Gateway service: create-to-Ready through the compute-driver API"
+  [[ $quick == 1 ]] && count=10
+  note "$title"
+  section "$title" "tests/bench/gateway/bench_service.sh $build $image $count 8"
+  if "$repo/tests/bench/gateway/bench_service.sh" "$build" "$image" "$count" 8 \
+      >"$out/gateway.txt" 2>"$out/gateway.err"; then
+    grep -v '^raw JSON' "$out/gateway.txt" >>"$results"
+  else
+    echo "failed; see \`$out/gateway.err\`" >>"$results"
+    note "$title failed; see $out/gateway.err"
+  fi
+}
+
 main() {
   mkdir -p "$out" "$img"
   : >"$results"
   rm -f "$out/events.err" "$out/gnuplot.err"
   have_gnuplot=0
   ensure_gnuplot && have_gnuplot=1
-  ensure_targets bench_event_plane bench_topo_plan oshpc-proxy-harness oshpc-seccomp-export
+  ensure_targets bench_event_plane bench_topo_plan oshpc-proxy-harness oshpc-seccomp-export \
+    bench_gateway oshpc-driverctl
   echo "Benchmarks run by \`tests/bench/run-all.sh $build $image\`." >>"$results"
 
   wanted events && bench_events
@@ -243,6 +261,7 @@ main() {
   wanted fanout && bench_python "Fan-out start-up: oshpc-fanout vs bwrap vs ch-run" \
     tests/bench/fanout/bench_fanout.py --build "$build" --image "$image"
   wanted staging && bench_staging
+  wanted gateway && bench_gateway_service
   publish_results
   note "results: $results (also in docs/benchmarks.md); plots: $img"
 }
