@@ -35,6 +35,8 @@ constexpr std::int64_t kSweepIntervalUs = 100'000;
 constexpr std::int64_t kLingerUs = 2'000'000;  // draining a refused client before closing
 constexpr std::int64_t kListenerPauseUs = 100'000;
 constexpr std::size_t kIdlePipes = 32;  // empty pipes kept for reuse (2 descriptors each)
+constexpr const char* kRelayMethod = "RELAY";
+constexpr const char* kRelayRule = "gateway-relay";
 
 std::uint64_t token(std::uint64_t id, std::uint64_t tag) {
   return (id << 2) | tag;
@@ -47,6 +49,7 @@ struct Listener {
   std::string sandbox_id;
   std::string unix_path;  // removed when the listener goes
   std::int64_t paused_until_us = 0;
+  std::optional<RelayTarget> relay;  // set: a relay listener, not an HTTP proxy one
 };
 
 struct Connection {
@@ -71,6 +74,7 @@ struct Connection {
   bool client_shut = false;
   bool dead = false;
   bool reported = false;
+  bool is_relay = false;       // from a relay listener: no HTTP, no policy
   bool client_paused = false;  // the client spoke while we wait on DNS or the destination
 
   std::shared_ptr<const Policy> policy;  // the policy the decision points into
@@ -218,11 +222,21 @@ class EgressProxy::Impl {
 
   void set_policy(Policy policy) { policy_ = std::make_shared<const Policy>(std::move(policy)); }
 
-  void add_listener(sys::UniqueFd fd, std::string sandbox_id, std::string unix_path = "") {
+  void add_listener(sys::UniqueFd fd, std::string sandbox_id, std::string unix_path = "",
+                    std::optional<RelayTarget> relay = std::nullopt) {
     sys::set_nonblocking(fd.get(), true);
     std::uint64_t id = next_id_++;
     watch(fd.get(), token(id, kTagListener), EPOLLIN, EPOLL_CTL_ADD);
-    listeners_[id] = Listener{std::move(fd), std::move(sandbox_id), std::move(unix_path), 0};
+    listeners_[id] =
+        Listener{std::move(fd), std::move(sandbox_id), std::move(unix_path), 0, std::move(relay)};
+  }
+
+  void add_relay_listener(sys::UniqueFd fd, std::string sandbox_id, RelayTarget target) {
+    if (target.host.empty() || target.port == 0) {
+      throw std::invalid_argument("relay target '" + target.host + ":" +
+                                  std::to_string(target.port) + "' needs a host and a port");
+    }
+    add_listener(std::move(fd), std::move(sandbox_id), "", std::move(target));
   }
 
   void listen_unix(const std::string& path, std::string sandbox_id) {
@@ -399,6 +413,7 @@ class EgressProxy::Impl {
     connections_[id] = std::move(connection);
     std::size_t& count = per_sandbox_[listener.sandbox_id];
     ++count;
+    if (listener.relay) mark_relay(c, *listener.relay);
 
     if (count > options_.max_connections_per_sandbox) {
       refuse(c, 503,
@@ -407,12 +422,25 @@ class EgressProxy::Impl {
     } else if (connections_.size() > options_.max_connections) {
       refuse(c, 503,
              "proxy connection limit (" + std::to_string(options_.max_connections) + ") reached");
+    } else if (c.is_relay) {
+      resolve(c);
     } else {
       // The client usually sent its request right after connecting: read it now instead of
       // waiting for epoll to say so.
       read_request(c);
     }
     if (!c.dead) update_interest(c);
+  }
+
+  // A relay connection is decided by the operator's configuration, not by a request.
+  void mark_relay(Connection& c, const RelayTarget& target) {
+    c.is_relay = true;
+    c.method = kRelayMethod;
+    c.request.kind = RequestKind::kConnect;
+    c.request.host = target.host;
+    c.request.port = target.port;
+    c.decision.allowed = true;
+    c.decision.rule = kRelayRule;
   }
 
   // ---- the request ----
@@ -512,6 +540,10 @@ class EgressProxy::Impl {
 
   void on_addresses(Connection& c, const std::vector<IpAddress>& addresses,
                     const std::string& error) {
+    if (c.is_relay) {
+      relay_to_addresses(c, addresses, error);
+      return;
+    }
     std::string target_port = ":" + std::to_string(c.request.port);
     if (addresses.empty() && options_.upstream) {
       // LIMITATION: a name this node cannot resolve is passed by name to the site proxy,
@@ -538,6 +570,18 @@ class EgressProxy::Impl {
                               ? c.request.host + target_port
                               : bracket_host(c.targets.front()) + target_port;
     }
+    connect_upstream(c);
+  }
+
+  // The gateway is the operator's own configuration: every address it resolves to is fine,
+  // private ones included, and it is reached directly, not through the site proxy.
+  void relay_to_addresses(Connection& c, const std::vector<IpAddress>& addresses,
+                          const std::string& error) {
+    if (addresses.empty()) {
+      fail(c, 502, "cannot resolve " + c.request.host + ": " + error);
+      return;
+    }
+    c.targets = addresses;
     connect_upstream(c);
   }
 
@@ -674,7 +718,7 @@ class EgressProxy::Impl {
 
   void begin_relay(Connection& c) {
     c.stage = Stage::kRelaying;
-    if (c.request.kind == RequestKind::kConnect) {
+    if (c.request.kind == RequestKind::kConnect && !c.is_relay) {
       c.status = 200;
       c.to_client.append("HTTP/1.1 200 Connection established\r\n\r\n");
     }
@@ -748,6 +792,12 @@ class EgressProxy::Impl {
   void fail(Connection& c, int status, const std::string& reason) { answer(c, status, reason); }
 
   void answer(Connection& c, int status, const std::string& reason) {
+    if (c.is_relay) {
+      // Not an HTTP client: closing is the only answer it understands.
+      c.reason = reason;
+      close(c);
+      return;
+    }
     c.status = status;
     c.reason = reason;
     if (c.upstream.is_open()) c.upstream.reset();  // closing also removes it from epoll
@@ -926,6 +976,10 @@ EgressProxy::~EgressProxy() = default;
 
 void EgressProxy::add_listener(sys::UniqueFd listening_fd, std::string sandbox_id) {
   impl_->add_listener(std::move(listening_fd), std::move(sandbox_id));
+}
+void EgressProxy::add_relay_listener(sys::UniqueFd listening_fd, std::string sandbox_id,
+                                     RelayTarget target) {
+  impl_->add_relay_listener(std::move(listening_fd), std::move(sandbox_id), std::move(target));
 }
 void EgressProxy::listen_unix(const std::string& path, std::string sandbox_id) {
   impl_->listen_unix(path, std::move(sandbox_id));

@@ -4,6 +4,8 @@
 //
 //   EgressProxy proxy(load_policy_file(path), options, [](const ProxyDecision& d) { ... });
 //   proxy.add_listener(open_listener_in_sandbox(pid, 3128, helper), "sandbox-7");
+//   proxy.add_relay_listener(open_listener_in_sandbox(pid, 8080, helper), "sandbox-7",
+//                            {"gateway.example", 8080});  // the OpenShell service mode
 //   ... poll proxy.epoll_fd() with the agent's other fds; when readable:
 //   proxy.handle_ready();
 #pragma once
@@ -34,6 +36,12 @@ struct UpstreamProxy {
 // Parses "http://HOST:PORT" (the port is required). Throws std::invalid_argument saying why.
 UpstreamProxy parse_upstream_proxy(std::string_view url);
 
+// Where a relay listener sends every connection: the OpenShell gateway, seen from the node.
+struct RelayTarget {
+  std::string host;
+  std::uint16_t port = 0;
+};
+
 struct ProxyOptions {
   std::optional<UpstreamProxy> upstream;
   std::size_t max_connections_per_sandbox = 256;
@@ -55,7 +63,7 @@ struct ProxyOptions {
 struct ProxyDecision {
   std::string sandbox_id;
   bool allowed = false;
-  std::string method;  // "CONNECT", "GET", ...; "" when no request was read
+  std::string method;  // "CONNECT", "GET", ..., "RELAY" (relay listener); "" when none read
   std::string host;
   std::uint16_t port = 0;
   std::string rule;    // matching policy rule ("network_policies.x.endpoints[0]") or ""
@@ -86,7 +94,14 @@ class EgressProxy {
   // Creates a UNIX listener at path (parent directory made 0700, socket 0600) and serves it.
   // Throws SysError naming the path.
   void listen_unix(const std::string& path, std::string sandbox_id);
-  // Closes sandbox_id's listeners and connections (reporting those that were open).
+  // Serves a listening socket for sandbox_id whose connections are not HTTP proxy requests but
+  // plain TCP streams relayed to `target` as they are (no policy, no private-range check: the
+  // target is the operator's own configuration; nor the site proxy: the gateway is reached
+  // directly from the node). Throws SysError, or std::invalid_argument for an empty host or
+  // port 0.
+  void add_relay_listener(sys::UniqueFd listening_fd, std::string sandbox_id, RelayTarget target);
+  // Closes sandbox_id's listeners (relay listeners too) and connections (reporting those that
+  // were open).
   void remove_sandbox(const std::string& sandbox_id);
   // Replaces the policy for new requests; requests already decided keep their decision.
   void set_policy(Policy policy);

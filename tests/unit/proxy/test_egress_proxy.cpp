@@ -1,6 +1,6 @@
-// EgressProxy in this process against real TCP servers on 127.0.0.1: CONNECT tunnels. The proxy
-// runs its loop on a thread of this process, which keeps SIGPIPE at its default action, so a
-// SIGPIPE escaping the proxy would kill the test.
+// EgressProxy in this process against real TCP servers on 127.0.0.1: CONNECT tunnels and the
+// gateway relay. The proxy runs its loop on a thread of this process, which keeps SIGPIPE at
+// its default action, so a SIGPIPE escaping the proxy would kill the test.
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -150,6 +150,16 @@ class ProxyLoop {
     return port;
   }
 
+  // Serves a new relay listener on 127.0.0.1 for sandbox_id; returns its port.
+  std::uint16_t add_relay(const std::string& sandbox_id, RelayTarget target) {
+    std::uint16_t port = 0;
+    UniqueFd listener = listen_loopback(port);
+    call([&](EgressProxy& proxy) {
+      proxy.add_relay_listener(std::move(listener), sandbox_id, target);
+    });
+    return port;
+  }
+
   std::vector<ProxyDecision> wait_for_decisions(std::size_t count) {
     std::unique_lock lock(mutex_);
     changed_.wait_for(lock, 5s, [&] { return decisions_.size() >= count; });
@@ -217,6 +227,15 @@ std::string pattern(std::size_t size) {
   return text;
 }
 
+void check_relay_decision(const ProxyDecision& d, std::uint16_t port) {
+  CHECK(d.sandbox_id == "sandbox-1");
+  CHECK(d.allowed);
+  CHECK(d.method == "RELAY");
+  CHECK(d.rule == "gateway-relay");
+  CHECK(d.port == port);
+  CHECK(d.status == 0);
+}
+
 }  // namespace
 
 TEST_CASE("a CONNECT tunnel carries bytes both ways and passes half-closes on") {
@@ -260,4 +279,78 @@ TEST_CASE("a destination gone while the sandbox still sends ends the tunnel, not
   auto decisions = loop.wait_for_decisions(1);
   REQUIRE(decisions.size() == 1);
   CHECK_THAT(decisions[0].reason, Catch::StartsWith("destination: "));
+}
+
+TEST_CASE("a relay listener passes bytes both ways and passes half-closes on") {
+  ::signal(SIGPIPE, SIG_DFL);
+  bool splice = GENERATE(true, false);
+  CAPTURE(splice);
+  EchoServer echo;
+  ProxyOptions options;
+  options.splice = splice;
+  ProxyLoop loop(options);
+  std::uint16_t port = loop.add_relay("sandbox-1", {"127.0.0.1", echo.port()});
+
+  UniqueFd client = connect_loopback(port);
+  std::string payload = pattern(300'000);
+  CHECK(exchange(client.get(), payload) == payload);  // the echo server ends after our end
+
+  auto decisions = loop.wait_for_decisions(1);
+  REQUIRE(decisions.size() == 1);
+  check_relay_decision(decisions[0], echo.port());
+  CHECK(decisions[0].host == "127.0.0.1");
+  CHECK(decisions[0].reason == "");
+  CHECK(decisions[0].bytes_up == payload.size());
+  CHECK(decisions[0].bytes_down == payload.size());
+}
+
+TEST_CASE("a relay target given by name is resolved, falling through to the address that works") {
+  EchoServer echo;  // on 127.0.0.1 only: "localhost" may resolve to ::1 first
+  ProxyLoop loop;
+  std::uint16_t port = loop.add_relay("sandbox-1", {"localhost", echo.port()});
+  UniqueFd client = connect_loopback(port);
+  send_all(client.get(), "hello gateway");
+  ::shutdown(client.get(), SHUT_WR);
+  CHECK(read_to_eof(client.get()) == "hello gateway");
+  auto decisions = loop.wait_for_decisions(1);
+  REQUIRE(decisions.size() == 1);
+  check_relay_decision(decisions[0], echo.port());
+  CHECK(decisions[0].host == "localhost");
+}
+
+TEST_CASE("a relay target that refuses closes the client connection") {
+  std::uint16_t closed_port = 0;
+  listen_loopback(closed_port);  // bound and closed again: nothing listens there now
+  ProxyLoop loop;
+  std::uint16_t port = loop.add_relay("sandbox-1", {"127.0.0.1", closed_port});
+  UniqueFd client = connect_loopback(port);
+  CHECK(read_to_eof(client.get()).empty());
+  auto decisions = loop.wait_for_decisions(1);
+  REQUIRE(decisions.size() == 1);
+  check_relay_decision(decisions[0], closed_port);
+  CHECK_THAT(decisions[0].reason, Catch::Contains("Connection refused"));
+}
+
+TEST_CASE("remove_sandbox closes relay listeners and their connections") {
+  EchoServer echo;
+  ProxyLoop loop;
+  std::uint16_t port = loop.add_relay("sandbox-1", {"127.0.0.1", echo.port()});
+  UniqueFd client = connect_loopback(port);
+  send_all(client.get(), "ping");
+  char answer[4];
+  REQUIRE(::recv(client.get(), answer, sizeof answer, MSG_WAITALL) == 4);
+
+  loop.call([](EgressProxy& proxy) { proxy.remove_sandbox("sandbox-1"); });
+  CHECK(read_to_eof(client.get()).empty());
+  auto decisions = loop.wait_for_decisions(1);
+  REQUIRE(decisions.size() == 1);
+  CHECK(decisions[0].reason == "sandbox removed");
+  CHECK(decisions[0].bytes_up == 4);
+
+  UniqueFd again(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(::connect(again.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) != 0);
 }
