@@ -126,3 +126,33 @@ TEST_CASE("--bind checks its form, its paths and the places oshpc manages") {
   CHECK_THROWS_WITH(parse_bind("/tmp:/x/./y"), Contains("'..'"));
   CHECK(parse_bind("/tmp:/tmp/extra").destination == "/tmp/extra");
 }
+
+TEST_CASE("--serve takes the gateway options and refuses batch ones") {
+  auto o = parse({"--serve", "/run/user/1/oshpc/driver.sock", "--image", "/i", "--supervisor",
+                  "/bin/true", "--gateway-endpoint", "https://login1:8443"});
+  CHECK(o.action == Action::kServe);
+  CHECK(o.serve_socket == "/run/user/1/oshpc/driver.sock");
+  CHECK(o.supervisor == "/bin/true");
+  CHECK(o.supervisor_caps);
+  // The supervisor mounts its own network namespace: the filter allows mount(2) for it.
+  CHECK(o.seccomp == oshpc::seccomp::SeccompProfile::kSupervisor);
+
+  auto plain = parse({"--serve", "/s", "--image", "/i", "--supervisor-caps=false"});
+  CHECK_FALSE(plain.supervisor_caps);
+  CHECK(plain.seccomp == oshpc::seccomp::SeccompProfile::kDefault);
+  CHECK(parse({"--serve", "/s", "--image", "/i", "--seccomp", "strict"}).seccomp ==
+        oshpc::seccomp::SeccompProfile::kStrict);
+
+  using Catch::Matchers::Contains;
+  CHECK_THROWS_WITH(parse({"--serve", "/s", "--image", "/i", "-n", "3"}), Contains("--count"));
+  CHECK_THROWS_WITH(parse({"--serve", "/s", "--image", "/i", "--", "true"}),
+                    Contains("from the gateway"));
+  CHECK_THROWS_WITH(parse({"--serve", "/s", "--image", "/i", "--gateway-endpoint", "login1:80"}),
+                    Contains("--gateway-endpoint"));
+  CHECK_THROWS_WITH(parse({"--serve", "/s", "--image", "/i", "--supervisor", "relative"}),
+                    Contains("--supervisor"));
+  CHECK_THROWS_WITH(parse({"--serve", "/s", "--image", "/i", "--tls-dir", "/nonexistent"}),
+                    Contains("ca.crt"));
+  CHECK_THROWS_WITH(parse({"--image", "/i", "-n", "1", "--supervisor", "/bin/true", "--", "x"}),
+                    Contains("needs --serve"));
+}
