@@ -170,10 +170,6 @@ void SandboxRunner::start_one(std::int64_t index, int slot) {
   spawn(std::move(sandbox), config_.profile);
 }
 
-bool SandboxRunner::is_slot_free(int slot) const {
-  return std::find(free_slots_.begin(), free_slots_.end(), slot) != free_slots_.end();
-}
-
 void SandboxRunner::launch(NamedSandbox named) {
   auto free = std::find(free_slots_.begin(), free_slots_.end(), named.slot);
   if (free == free_slots_.end()) {

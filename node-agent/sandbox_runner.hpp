@@ -98,7 +98,6 @@ class SandboxRunner {
   // had already ended on its own) follows from reap(). False when it is not running. Never
   // throws.
   bool stop(std::int64_t handle);
-  bool is_slot_free(int slot) const;
 
   // Stops everything: running sandboxes are killed and reaped, queued ones dropped; each gets
   // a terminal event with reason `cancelled`. Never throws.

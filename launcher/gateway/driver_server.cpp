@@ -134,7 +134,6 @@ void DriverServer::accept_loop() {
     int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) continue;  // EAGAIN, or the peer left already
     if (!is_same_user(fd)) {
-      ++refused_peers_;
       logger()->warn("refused a connection to {} from another user", socket_path_);
       ::close(fd);
       continue;

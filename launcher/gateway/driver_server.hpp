@@ -5,7 +5,6 @@
 // peer never reaches a gRPC handler.
 #pragma once
 
-#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -27,10 +26,6 @@ class DriverServer {
   DriverServer(const DriverServer&) = delete;
   DriverServer& operator=(const DriverServer&) = delete;
 
-  const std::string& socket_path() const { return socket_path_; }
-  // Peers refused so far because of their uid.
-  int refused_peers() const { return refused_peers_.load(); }
-
  private:
   void accept_loop();
 
@@ -38,7 +33,6 @@ class DriverServer {
   sys::UniqueFd listener_;
   sys::UniqueFd stop_;  // eventfd: wakes the accept loop to end
   std::unique_ptr<grpc::Server> server_;
-  std::atomic<int> refused_peers_{0};
   std::thread acceptor_;
 };
 

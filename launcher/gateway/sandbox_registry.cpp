@@ -394,11 +394,6 @@ void SandboxRegistry::shut_down(const std::string& why) {
   changed_.notify_all();
 }
 
-std::size_t SandboxRegistry::size() const {
-  std::lock_guard lock(mutex_);
-  return records_.size();
-}
-
 void SandboxRegistry::set_ready(Record& record, const std::string& status, const std::string& why,
                                 const std::string& message) {
   if (record.ready_status != status || record.ready_reason != why ||

@@ -108,9 +108,6 @@ class SandboxRegistry {
   // UNAVAILABLE and new requests are refused.
   void shut_down(const std::string& why);
 
-  // Sandboxes known (including those being deleted). Never throws.
-  std::size_t size() const;
-
  private:
   struct Record;
   enum class RankState { kStaging, kReady, kFailed };
