@@ -184,10 +184,8 @@ void ServiceNode::launch(const NodeCommand& command) {
     }
     // Fewer GPUs than the slot has: bind only the first ones (all local to its package).
     const topo::Slot& slot = placement_.slots.at(static_cast<std::size_t>(command.slot));
-    if (command.workload.gpu_count < static_cast<int>(slot.gpus.size())) {
-      topo::Slot fewer = slot;
-      fewer.gpus.resize(static_cast<std::size_t>(command.workload.gpu_count));
-      sandbox.resources = slot_resources(fewer);
+    if (command.workload.gpu_count != static_cast<int>(slot.gpus.size())) {
+      sandbox.resources = slot_resources(topo::with_first_gpus(slot, command.workload.gpu_count));
     }
   } catch (const std::exception& e) {
     emit(EventType::kFailed, command.handle, FailureReason::kSpawnFailed, e.what());

@@ -233,6 +233,16 @@ std::string capacity_text(const std::vector<PackageCapacity>& packages) {
 
 }  // namespace
 
+Slot with_first_gpus(const Slot& slot, int count) {
+  if (count < 0 || static_cast<std::size_t>(count) > slot.gpus.size()) {
+    throw PlacementError("a sandbox asks for " + std::to_string(count) + " GPU(s); its slot " +
+                         std::to_string(slot.id) + " has " + std::to_string(slot.gpus.size()));
+  }
+  Slot fewer = slot;
+  fewer.gpus.resize(static_cast<std::size_t>(count));
+  return fewer;
+}
+
 NodePlan plan_node(const Topology& topology, const SlotRequest& request) {
   check_request(request);
   const auto packages = chosen_packages(topology, request);

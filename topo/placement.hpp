@@ -66,6 +66,11 @@ struct NodePlan {
 // any other request that leaves zero slots.
 NodePlan plan_node(const Topology& topology, const SlotRequest& request);
 
+// The slot with only its first `count` GPUs (the gateway service gives a sandbox that asks for
+// fewer GPUs than its slot holds just those; they stay local to the slot's package). Throws
+// PlacementError naming both numbers when count is negative or above the slot's GPUs.
+Slot with_first_gpus(const Slot& slot, int count);
+
 // One JSON object (no newline) for --plan output:
 // {"index":7,"node":"n1","rank":1,"package":0,"numa":0,"cpus":"0-3,8",
 //  "gpus":[{"index":0,"uuid":"GPU-…","pci":"0000:34:00.0"}]}. Never fails.

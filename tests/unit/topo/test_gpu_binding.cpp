@@ -114,3 +114,17 @@ TEST_CASE("The CUDA environment names the slot's GPUs by UUID, else by index") {
   CHECK(gpu_environment(cuda_slot)[0] ==
         std::pair<std::string, std::string>{"CUDA_VISIBLE_DEVICES", "0"});
 }
+
+TEST_CASE("A sandbox asking for fewer GPUs than its slot gets the slot's first ones") {
+  const Topology dgx2 = load(kDgx2);
+  const Slot slot = plan_node(dgx2, {.gpus_per_sandbox = 4}).slots[0];
+  const Slot one = with_first_gpus(slot, 1);
+  REQUIRE(one.gpus.size() == 1);
+  CHECK(one.gpus[0].uuid == slot.gpus[0].uuid);
+  CHECK(one.gpus[0].package == slot.package);
+  CHECK(one.cpus == slot.cpus);
+  CHECK(gpu_environment(one)[0] ==
+        std::pair<std::string, std::string>{"CUDA_VISIBLE_DEVICES", slot.gpus[0].uuid});
+  CHECK(gpu_environment(with_first_gpus(slot, 0)).empty());
+  CHECK_THROWS_WITH(with_first_gpus(slot, 5), Catch::Contains("5") && Catch::Contains("has 4"));
+}
