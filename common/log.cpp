@@ -60,9 +60,7 @@ spdlog::level::level_enum level_for(const Settings& settings) {
 std::string pattern_for(const Settings& settings) {
   std::string who = settings.program;
   if (settings.rank >= 0) who += "[rank " + std::to_string(settings.rank) + "]";
-  // file:line only at debug level and below, as the style guide asks.
-  std::string where = level_for(settings) <= spdlog::level::debug ? " (%s:%#)" : "";
-  return who + ": %l: %n: %v" + where;
+  return who + ": %l: %n: %v";
 }
 
 void apply(spdlog::logger& logger, const Settings& settings) {

@@ -38,7 +38,7 @@ cxxopts::Options make_parser() {
      cxxopts::value<std::string>())
     ("index-offset", "first sandbox index (for job-array slices)",
      cxxopts::value<std::int64_t>()->default_value("0"))
-    ("seccomp", "system-call filter: default, strict or none",
+    ("seccomp", "system-call filter: default, strict, supervisor or none",
      cxxopts::value<std::string>()->default_value("default"))
     ("policy", "egress policy YAML (network_policies); without it no egress at all",
      cxxopts::value<std::string>())
@@ -76,8 +76,9 @@ cxxopts::Options make_parser() {
      "(relayed into each sandbox)", cxxopts::value<std::string>())
     ("tls-dir", "--serve: directory with the supervisor's ca.crt, tls.crt and tls.key",
      cxxopts::value<std::string>())
-    ("supervisor-caps", "--serve: grant CAP_SYS_ADMIN and CAP_NET_ADMIN inside the sandbox's "
-     "user namespace (true or false)", cxxopts::value<bool>()->default_value("true"))
+    ("supervisor-caps", "--serve: grant the supervisor's capabilities (CAP_SYS_ADMIN, "
+     "CAP_NET_ADMIN and four more, docs/gateway.md) in the sandbox's user namespace (true or "
+     "false)", cxxopts::value<bool>()->default_value("true"))
     ("plan", "print the plan and create nothing")
     ("check", "probe this host's support (user namespaces, FUSE, tools) and exit")
     ("v,verbose", "more output (-vv for debug)")
@@ -132,7 +133,7 @@ void fill_serve_options(const cxxopts::ParseResult& result, Options& options) {
   if (options.serve_socket.empty() || options.serve_socket.back() == '/') {
     throw UsageError("--serve expects the path of a socket to create");
   }
-  for (const char* name : {"count", "index-offset", "timeout", "plan"}) {
+  for (const char* name : {"count", "index-offset", "timeout", "plan", "keep-workspaces"}) {
     if (result.count(name)) {
       throw UsageError(std::string("--serve and --") + name +
                        " contradict each other: the gateway decides which sandboxes run");

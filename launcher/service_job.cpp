@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -69,7 +70,10 @@ std::string make_service_tag(const Options& options) {
 
 gateway::ServiceSettings service_settings(const Options& options) {
   gateway::ServiceSettings settings;
-  settings.default_image = options.image;
+  // Absolute, so that the gateway's copy means the same file wherever it runs.
+  std::error_code error;
+  auto image = std::filesystem::weakly_canonical(options.image, error);
+  settings.default_image = error ? options.image : image.string();
   settings.cpus_per_slot = options.cpus_per_sandbox;
   settings.gpus_per_slot = options.gpus_per_sandbox;
   settings.memory_per_slot = options.mem_per_sandbox;
@@ -102,13 +106,6 @@ ServiceAgreement start_front(const Options& options, const MpiSession& mpi,
       agreement.run_id = agreement.job_tag + "." + std::to_string(::getpid());
       agreement.output_dir =
           options.output_dir.empty() ? "oshpc-" + agreement.job_tag : options.output_dir;
-      sys::make_directories(agreement.output_dir, 0755);
-      std::string events_path = options.events_path.empty() ? agreement.output_dir + "/events.jsonl"
-                                                            : options.events_path;
-      front.events = events_path == "-" ? stdout : std::fopen(events_path.c_str(), "w");
-      if (!front.events) sys::throw_errno("open the event file " + events_path);
-      front.context = {agreement.job_tag, mpi.node_of_rank(), 0};
-
       std::vector<gateway::RankSlots> ranks;
       for (int r = 0; r < mpi.size(); ++r) {
         ranks.push_back({mpi.node_of_rank()[static_cast<std::size_t>(r)],
@@ -118,6 +115,13 @@ ServiceAgreement start_front(const Options& options, const MpiSession& mpi,
                                                                   agreement.job_tag, ranks);
       front.service = std::make_unique<gateway::DriverService>(*front.registry);
       front.server = std::make_unique<gateway::DriverServer>(options.serve_socket, *front.service);
+      // Only now: a service that cannot start leaves no output directory behind.
+      sys::make_directories(agreement.output_dir, 0755);
+      std::string events_path = options.events_path.empty() ? agreement.output_dir + "/events.jsonl"
+                                                            : options.events_path;
+      front.events = events_path == "-" ? stdout : std::fopen(events_path.c_str(), "w");
+      if (!front.events) sys::throw_errno("open the event file " + events_path);
+      front.context = {agreement.job_tag, mpi.node_of_rank(), 0};
     } catch (const std::exception& e) {
       logger()->error("{}", e.what());
       status = to_int(ExitCode::kBadInput);
@@ -232,10 +236,34 @@ class ServiceCoordinator {
         node_.apply(command);
         continue;
       }
+      if (rank_done_[static_cast<std::size_t>(command.rank)]) {
+        answer_for_stopped_rank(command);
+        continue;
+      }
       std::string text = encode_command(command);
       MPI_Send(text.data(), static_cast<int>(text.size()), MPI_CHAR, command.rank,
                kTagServiceCommand, MPI_COMM_WORLD);
     }
+  }
+
+  // A rank that stopped by itself reads no more commands; it killed its sandboxes and its
+  // node's files went with it, so the answers are known.
+  void answer_for_stopped_rank(const gateway::NodeCommand& command) {
+    node_agent::SandboxEvent event;
+    event.wall_us = clock::wall_us();
+    event.index = command.handle;
+    event.rank = command.rank;
+    if (command.kind == gateway::NodeCommandKind::kLaunch) {
+      event.type = node_agent::EventType::kFailed;
+      event.reason = node_agent::FailureReason::kNodeFailed;
+      event.message = "rank " + std::to_string(command.rank) + " on " +
+                      mpi_.node_of_rank()[static_cast<std::size_t>(command.rank)] + " has stopped";
+    } else if (command.kind == gateway::NodeCommandKind::kRemove) {
+      event.type = node_agent::EventType::kRemoved;
+    } else {
+      return;  // a stop: the run ended when the rank stopped
+    }
+    record(event);
   }
 
   void on_message(const RankMessage& message) {

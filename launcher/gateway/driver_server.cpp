@@ -85,11 +85,12 @@ sys::UniqueFd listen_on(const std::string& path) {
   return fd;
 }
 
-bool is_same_user(int fd) {
+// The peer's uid, or (uid_t)-1 when it cannot be known (then it is refused).
+uid_t peer_uid(int fd) {
   ucred peer{};
   socklen_t size = sizeof peer;
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0) return false;
-  return peer.uid == ::geteuid();
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0) return static_cast<uid_t>(-1);
+  return peer.uid;
 }
 
 }  // namespace
@@ -132,9 +133,14 @@ void DriverServer::accept_loop() {
     if (fds[1].revents) return;
     if (!(fds[0].revents & POLLIN)) continue;
     int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) continue;  // EAGAIN, or the peer left already
-    if (!is_same_user(fd)) {
-      logger()->warn("refused a connection to {} from another user", socket_path_);
+    if (fd < 0) {
+      // Out of descriptors: the connection stays queued; retry later rather than spin.
+      if (errno == EMFILE || errno == ENFILE) ::poll(nullptr, 0, 100);
+      continue;  // else EAGAIN, or the peer left already
+    }
+    if (uid_t peer = peer_uid(fd); peer != ::geteuid()) {
+      logger()->warn("refused a connection to {} from uid {} (only uid {} may connect)",
+                     socket_path_, static_cast<long>(peer), static_cast<long>(::geteuid()));
       ::close(fd);
       continue;
     }

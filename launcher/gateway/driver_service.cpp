@@ -91,15 +91,19 @@ grpc::Status DriverService::ListSandboxes(grpc::ServerContext*, const api::ListS
 grpc::Status DriverService::StopSandbox(grpc::ServerContext* context,
                                         const api::StopSandboxRequest* request,
                                         api::StopSandboxResponse*) {
-  return serve("StopSandbox",
-               [&] { registry_.stop(require_id(request->sandbox_id()), abandoned_by(context)); });
+  return serve("StopSandbox", [&] {
+    registry_.stop(require_id(request->sandbox_id()), abandoned_by(context));
+    logger()->info("stopped sandbox {}", request->sandbox_id());
+  });
 }
 
 grpc::Status DriverService::StartSandbox(grpc::ServerContext* context,
                                          const api::StartSandboxRequest* request,
                                          api::StartSandboxResponse*) {
-  return serve("StartSandbox",
-               [&] { registry_.start(require_id(request->sandbox_id()), abandoned_by(context)); });
+  return serve("StartSandbox", [&] {
+    registry_.start(require_id(request->sandbox_id()), abandoned_by(context));
+    logger()->info("starting sandbox {}", request->sandbox_id());
+  });
 }
 
 grpc::Status DriverService::DeleteSandbox(grpc::ServerContext* context,
@@ -108,6 +112,8 @@ grpc::Status DriverService::DeleteSandbox(grpc::ServerContext* context,
   return serve("DeleteSandbox", [&] {
     response->set_deleted(
         registry_.remove(require_id(request->sandbox_id()), abandoned_by(context)));
+    logger()->info("deleted sandbox {} ({})", request->sandbox_id(),
+                   response->deleted() ? "removed" : "already gone");
   });
 }
 

@@ -34,6 +34,7 @@ struct SandboxRegistry::Record {
   int rank = 0;
   int slot = 0;
   bool run_outstanding = false;  // a launch was sent and its run has not ended
+  std::uint64_t run = 0;         // counts launches: a Stop waits for the end of its own run
   bool stop_requested = false;
   bool deleting = false;
   std::string ready_status = "False";
@@ -133,15 +134,16 @@ std::pair<int, int> SandboxRegistry::take_slot(const std::string& id) {
   long best_free = 0;
   int total = 0;
   for (std::size_t r = 0; r < ranks_.size(); ++r) {
-    total += ranks_[r].slots;
     if (rank_state_[r] == RankState::kFailed) continue;
+    total += ranks_[r].slots;
     long free = std::count(slot_taken_[r].begin(), slot_taken_[r].end(), false);
     if (free > best_free) best_free = free, best_rank = static_cast<int>(r);
   }
   if (best_rank < 0) {
     throw RpcError(grpc::StatusCode::FAILED_PRECONDITION,
                    "cannot place sandbox '" + id + "': all " + std::to_string(total) +
-                       " slots of the allocation are in use (delete sandboxes to free them)");
+                       " slots of the allocation's working ranks are in use (delete sandboxes "
+                       "to free them)");
   }
   auto& taken = slot_taken_[static_cast<std::size_t>(best_rank)];
   auto slot = std::find(taken.begin(), taken.end(), false) - taken.begin();
@@ -157,6 +159,7 @@ void SandboxRegistry::queue_command(NodeCommand command) {
 }
 
 void SandboxRegistry::queue_launch(Record& record) {
+  ++record.run;
   record.run_outstanding = true;
   record.stop_requested = false;
   bool staged = rank_state_[static_cast<std::size_t>(record.rank)] != RankState::kStaging;
@@ -233,15 +236,17 @@ void SandboxRegistry::stop(const std::string& id, const std::function<bool()>& a
   std::unique_lock lock(mutex_);
   Record& record = find(id);
   std::int64_t handle = record.handle;
+  std::uint64_t run = record.run;
   if (record.run_outstanding && !record.stop_requested && !record.deleting) {
     record.stop_requested = true;
     queue_command({NodeCommandKind::kStop, handle, record.rank, record.slot, record.name, {}});
   }
+  // Done when the run it stopped has ended, even if a Start has begun a new one since.
   wait_until(
       lock,
       [&] {
         Record* current = find_handle(handle);
-        return current == nullptr || !current->run_outstanding;
+        return current == nullptr || current->run != run || !current->run_outstanding;
       },
       abandoned);
 }
@@ -428,18 +433,26 @@ void SandboxRegistry::publish(const Record& record) {
   broadcast(event);
 }
 
-void SandboxRegistry::publish_progress(const Record& record, const std::string& completed,
-                                       const std::string& active, const std::string& detail) {
+api::WatchSandboxesEvent SandboxRegistry::platform_event(const Record& record,
+                                                         const std::string& type,
+                                                         const std::string& why,
+                                                         const std::string& message) const {
   api::WatchSandboxesEvent event;
   auto* platform = event.mutable_platform_event();
   platform->set_sandbox_id(record.sandbox.id());
   api::DriverPlatformEvent* details = platform->mutable_event();
   details->set_timestamp_ms(clock::wall_us() / 1000);
   details->set_source("oshpc");
-  details->set_type("Normal");
-  details->set_reason("Progress");
-  details->set_message(detail);
-  auto& metadata = *details->mutable_metadata();
+  details->set_type(type);
+  details->set_reason(why);
+  details->set_message(message);
+  return event;
+}
+
+void SandboxRegistry::publish_progress(const Record& record, const std::string& completed,
+                                       const std::string& active, const std::string& detail) {
+  api::WatchSandboxesEvent event = platform_event(record, "Normal", "Progress", detail);
+  auto& metadata = *event.mutable_platform_event()->mutable_event()->mutable_metadata();
   metadata["openshell.progress.complete_step"] = completed;
   if (!active.empty()) {
     metadata["openshell.progress.active_step"] = active;
@@ -450,16 +463,7 @@ void SandboxRegistry::publish_progress(const Record& record, const std::string& 
 
 void SandboxRegistry::publish_platform_event(const Record& record, const std::string& type,
                                              const std::string& why, const std::string& message) {
-  api::WatchSandboxesEvent event;
-  auto* platform = event.mutable_platform_event();
-  platform->set_sandbox_id(record.sandbox.id());
-  api::DriverPlatformEvent* details = platform->mutable_event();
-  details->set_timestamp_ms(clock::wall_us() / 1000);
-  details->set_source("oshpc");
-  details->set_type(type);
-  details->set_reason(why);
-  details->set_message(message);
-  broadcast(event);
+  broadcast(platform_event(record, type, why, message));
 }
 
 void SandboxRegistry::broadcast(const api::WatchSandboxesEvent& event) {

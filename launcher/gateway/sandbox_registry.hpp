@@ -122,6 +122,9 @@ class SandboxRegistry {
                  const std::string& message);
   api::DriverSandbox snapshot(const Record& record) const;
   void publish(const Record& record);
+  api::WatchSandboxesEvent platform_event(const Record& record, const std::string& type,
+                                          const std::string& reason,
+                                          const std::string& message) const;
   void publish_progress(const Record& record, const std::string& completed,
                         const std::string& active, const std::string& detail);
   void publish_platform_event(const Record& record, const std::string& type,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -39,6 +40,11 @@ void unsatisfiable(const std::string& message) {
   throw RpcError(grpc::StatusCode::FAILED_PRECONDITION, message);
 }
 
+bool is_same_file(const std::string& a, const std::string& b) {
+  std::error_code error;
+  return std::filesystem::equivalent(a, b, error) && !error;
+}
+
 void check_text(const std::string& field, const std::string& value) {
   if (has_control_character(value)) invalid(field + " contains a control character");
 }
@@ -47,10 +53,35 @@ void check_variables(const std::string& field,
                      const google::protobuf::Map<std::string, std::string>& variables) {
   for (const auto& [key, value] : variables) {
     if (key.empty() || key.find('=') != std::string::npos || has_control_character(key)) {
-      invalid(field + " has an invalid variable name");
+      invalid(
+          field + " has an invalid variable name" +
+          (has_control_character(key) ? std::string(" (a control character)") : " '" + key + "'"));
     }
     check_text(field + "[" + key + "]", value);
   }
+}
+
+// One argument of bubblewrap may hold at most 128 KiB (MAX_ARG_STRLEN), and the command and
+// the user environment each travel whole inside one variable as JSON, where escaping can
+// double them.
+constexpr std::size_t kMaxArgumentBytes = 60'000;
+
+void check_length(const std::string& field, std::size_t bytes) {
+  if (bytes > kMaxArgumentBytes) {
+    invalid(field + " is " + std::to_string(bytes) + " bytes; at most " +
+            std::to_string(kMaxArgumentBytes) + " fit in a sandbox");
+  }
+}
+
+void check_sizes(const api::DriverSandboxSpec& spec) {
+  std::size_t command = 0;
+  for (const auto& arg : spec.command()) command += arg.size() + 1;
+  check_length("spec.command", command);
+  std::size_t environment = 0;
+  for (const auto* variables : {&spec.environment(), &spec.template_().environment()}) {
+    for (const auto& [key, value] : *variables) environment += key.size() + value.size() + 2;
+  }
+  check_length("the environment (spec and template)", environment);
 }
 
 void check_shape(const api::DriverSandbox& sandbox) {
@@ -68,6 +99,7 @@ void check_shape(const api::DriverSandbox& sandbox) {
   check_text("spec.template.image", spec.template_().image());
   check_variables("spec.template.environment", spec.template_().environment());
   check_variables("spec.template.labels", spec.template_().labels());
+  check_sizes(spec);
 }
 
 // A quantity, or -1 when the field is empty. Throws RpcError(INVALID_ARGUMENT).
@@ -108,7 +140,7 @@ void check_resources(const api::DriverSandbox& sandbox, const ServiceSettings& s
                   " bytes of memory; this allocation gives a sandbox " +
                   std::to_string(settings.memory_per_slot) + " (--mem-per-sandbox)");
   }
-  int gpus = requested_gpus(sandbox);
+  std::int64_t gpus = requested_gpus(sandbox);
   if (gpus > settings.gpus_per_slot) {
     unsatisfiable("the sandbox asks for " + std::to_string(gpus) +
                   " GPU(s); this allocation gives a sandbox " +
@@ -138,16 +170,17 @@ std::map<std::string, std::string> user_environment(const api::DriverSandboxSpec
 
 }  // namespace
 
-int requested_gpus(const api::DriverSandbox& sandbox) {
+std::int64_t requested_gpus(const api::DriverSandbox& sandbox) {
   const api::ResourceRequirements& requirements = sandbox.spec().resource_requirements();
   if (!requirements.has_gpu()) return 0;
-  return requirements.gpu().has_count() ? static_cast<int>(requirements.gpu().count()) : 1;
+  return requirements.gpu().has_count() ? std::int64_t{requirements.gpu().count()} : 1;
 }
 
 void validate_sandbox(const api::DriverSandbox& sandbox, const ServiceSettings& settings) {
   check_shape(sandbox);
   const std::string& image = sandbox.spec().template_().image();
-  if (!image.empty() && image != settings.default_image) {
+  if (!image.empty() && image != settings.default_image &&
+      !is_same_file(image, settings.default_image)) {
     unsatisfiable("this allocation serves one image, " + settings.default_image + " (asked for " +
                   image + ")");
   }
@@ -190,7 +223,7 @@ WorkloadPlan plan_workload(const api::DriverSandbox& sandbox, const ServiceSetti
   const api::DriverSandboxSpec& spec = sandbox.spec();
   WorkloadPlan plan;
   plan.token = spec.sandbox_token();
-  plan.gpu_count = requested_gpus(sandbox);
+  plan.gpu_count = static_cast<int>(requested_gpus(sandbox));  // at most a slot's, once valid
 
   std::map<std::string, std::string> user = user_environment(spec);
   for (const auto& [key, value] : user) plan.environment.emplace_back(key, value);

@@ -64,9 +64,11 @@ struct WorkloadPlan {
 void validate_sandbox(const api::DriverSandbox& sandbox, const ServiceSettings& settings);
 
 // GPUs the sandbox asks for: 0 without a GPU requirement, else its count (1 when unset).
-int requested_gpus(const api::DriverSandbox& sandbox);
+std::int64_t requested_gpus(const api::DriverSandbox& sandbox);
 
-// The workload of a validated sandbox; `sandbox_name` is oshpc's own name for it. Never throws.
+// The workload of a validated sandbox; `sandbox_name` is oshpc's own name for it. Throws
+// std::invalid_argument only for a gateway_endpoint that endpoint_host_port refuses (the
+// options parser refuses those first).
 WorkloadPlan plan_workload(const api::DriverSandbox& sandbox, const ServiceSettings& settings,
                            const std::string& sandbox_name);
 

@@ -5,6 +5,7 @@
 #include <seccomp.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -75,6 +76,15 @@ scmp_arg_cmp flag_set(unsigned arg, scmp_datum_t flag) {
 
 bool is_classic_mount_call(std::string_view name) {
   return name == "mount" || name == "umount2" || name == "umount";
+}
+
+// The supervisor profile allows mount(2) for new mounts (`ip netns add` binds a namespace
+// file), but never MS_REMOUNT: a sandbox holding CAP_SYS_ADMIN in the user namespace that owns
+// its mounts could otherwise remount bubblewrap's read-only binds (the image, the supervisor,
+// the TLS files) read-write and write through them to the host. A new bind of a read-only
+// mount stays read-only, and the new mount API (mount_setattr, ...) stays blocked.
+void block_remounts(RuleSink& sink) {
+  sink.block("mount", EPERM, "flags & MS_REMOUNT", {flag_set(3, MS_REMOUNT)});
 }
 
 void block_kernel_interfaces(RuleSink& sink, bool allow_classic_mount) {
@@ -162,6 +172,7 @@ void block_strict_extras(RuleSink& sink) {
 void add_rules(RuleSink& sink, SeccompProfile profile) {
   if (profile == SeccompProfile::kNone) return;
   block_kernel_interfaces(sink, profile == SeccompProfile::kSupervisor);
+  if (profile == SeccompProfile::kSupervisor) block_remounts(sink);
   block_personas(sink);
   block_new_user_namespaces(sink);
   block_terminal_injection(sink);

@@ -11,9 +11,9 @@
 
 namespace oshpc::seccomp {
 
-// kSupervisor is kDefault without the mount(2)/umount2(2) blocks: the OpenShell supervisor
-// builds its own network namespace (`ip netns add` bind-mounts it under /run/netns) and then
-// confines its workload with its own, stricter filter.
+// kSupervisor is kDefault with mount(2) (but never MS_REMOUNT) and umount2(2) allowed: the
+// OpenShell supervisor builds its own network namespace (`ip netns add` bind-mounts it under
+// /run/netns) and then confines its workload with its own, stricter filter.
 enum class SeccompProfile { kDefault, kStrict, kSupervisor, kNone };
 
 // "default", "strict", "supervisor" or "none"; throws std::invalid_argument naming the accepted

@@ -172,3 +172,19 @@ TEST_CASE("the strict program also blocks io_uring") {
   CHECK(results["io_uring"] == EPERM);
   CHECK(results["getpid"] == 0);
 }
+
+TEST_CASE("the supervisor profile allows new mounts but never a remount") {
+  auto calls = blocked_calls(SeccompProfile::kSupervisor);
+  auto find = [&](const std::string& name, const std::string& condition) {
+    return std::any_of(calls.begin(), calls.end(), [&](const BlockedCall& call) {
+      return call.syscall == name && call.condition == condition;
+    });
+  };
+  CHECK_FALSE(find("mount", ""));
+  CHECK_FALSE(find("umount2", ""));
+  CHECK(find("mount", "flags & MS_REMOUNT"));
+  CHECK(find("mount_setattr", ""));
+  CHECK(find("pivot_root", ""));
+  CHECK(find("unshare", "flags & CLONE_NEWUSER"));
+  CHECK(build_seccomp_program(SeccompProfile::kSupervisor).size_bytes() > 0);
+}

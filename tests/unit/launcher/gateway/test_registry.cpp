@@ -206,3 +206,19 @@ TEST_CASE("shutting down reports every running sandbox stopped and ends the stre
   CHECK(status->error_code() == grpc::StatusCode::UNAVAILABLE);
   CHECK(code_of([&] { registry.create(request("b")); }) == grpc::StatusCode::UNAVAILABLE);
 }
+
+TEST_CASE("a stop returns when the run it stopped ends, even if a start began a new one") {
+  auto owned = make_registry();
+  SandboxRegistry& registry = *owned;
+  registry.create(request("a"));
+  registry.take_commands();
+  registry.on_event(node_event(EventType::kStarted, 0));
+
+  auto stopped = std::async(std::launch::async, [&] { registry.stop("a", nullptr); });
+  while (registry.take_commands().empty())
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  registry.on_event(node_event(EventType::kFailed, 0, FailureReason::kStopped));
+  // A start comes in before the stopping caller has woken up.
+  registry.start("a", nullptr);
+  CHECK(stopped.wait_for(std::chrono::seconds(3)) == std::future_status::ready);
+}

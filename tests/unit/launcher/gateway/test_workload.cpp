@@ -84,6 +84,12 @@ TEST_CASE("malformed requests are INVALID_ARGUMENT") {
   SECTION("a malformed quantity") {
     bad.mutable_spec()->mutable_template_()->mutable_resources()->set_memory_limit("1gi");
   }
+  SECTION("a command too long for one argument of bubblewrap") {
+    bad.mutable_spec()->add_command(std::string(70'000, 'x'));
+  }
+  SECTION("an environment too long for one argument of bubblewrap") {
+    (*bad.mutable_spec()->mutable_environment())["BIG"] = std::string(70'000, 'x');
+  }
   SECTION("a request above its limit") {
     auto* resources = bad.mutable_spec()->mutable_template_()->mutable_resources();
     resources->set_cpu_request("2");
@@ -105,6 +111,9 @@ TEST_CASE("requests the allocation cannot satisfy are FAILED_PRECONDITION") {
   }
   SECTION("more GPUs than a slot") {
     big.mutable_spec()->mutable_resource_requirements()->mutable_gpu()->set_count(2);
+  }
+  SECTION("a GPU count that would be negative as an int") {
+    big.mutable_spec()->mutable_resource_requirements()->mutable_gpu()->set_count(4294967295u);
   }
   CHECK(code_of(big) == grpc::StatusCode::FAILED_PRECONDITION);
 }
