@@ -140,10 +140,9 @@ std::vector<std::string> build_bwrap_argv(const SandboxProfile& profile, const R
   append_own_mounts(argv, profile, instance);
   argv.insert(argv.end(), layout.remount_args.begin(), layout.remount_args.end());
   const std::string& chdir = profile.working_dir.empty() ? kWorkspaceDir : profile.working_dir;
-  argv.insert(argv.end(), {"--chdir", chdir, "--clearenv"});
-  for (auto& [key, value] : sandbox_environment(profile, instance)) {
-    argv.insert(argv.end(), {"--setenv", key, value});
-  }
+  // The sandbox's environment is bubblewrap's own (spawn it with sandbox_environment()):
+  // values given as --setenv arguments would be readable by every user in /proc/PID/cmdline.
+  argv.insert(argv.end(), {"--chdir", chdir});
   if (fds.seccomp >= 0) argv.insert(argv.end(), {"--seccomp", std::to_string(fds.seccomp)});
   if (fds.info >= 0) argv.insert(argv.end(), {"--info-fd", std::to_string(fds.info)});
   if (fds.block >= 0) argv.insert(argv.end(), {"--block-fd", std::to_string(fds.block)});

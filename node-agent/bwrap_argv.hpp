@@ -26,7 +26,9 @@ struct InheritedFds {
   int block = -1;        // bubblewrap waits for a byte here before the command (--block-fd)
 };
 
-// The full argv: bwrap, its options, then oshpc-exec and the expanded command.
+// The full argv: bwrap, its options, then oshpc-exec and the expanded command. It carries no
+// environment: spawn bubblewrap with exactly sandbox_environment() as its own, which the
+// sandbox inherits.
 // `uid`/`gid` are the caller's ids (used when the identity mode keeps them). Never fails.
 std::vector<std::string> build_bwrap_argv(const SandboxProfile& profile, const RootLayout& layout,
                                           const SandboxInstance& instance, const InheritedFds& fds,

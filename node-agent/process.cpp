@@ -84,6 +84,7 @@ namespace {
 // Everything the vfork child needs, prepared by the parent: the child may not allocate.
 struct ChildPlan {
   char* const* argv;
+  char* const* envp;  // null: inherit
   const SpawnOptions* options;
   const cpu_set_t* cpus;
   const unsigned long* numa_mask;  // null: leave the memory policy alone
@@ -113,7 +114,11 @@ struct ChildPlan {
     ::_exit(127);
   }
   mark_cloexec_except(options.inherit_fds);
-  ::execvp(plan.argv[0], plan.argv);
+  if (plan.envp) {
+    ::execvpe(plan.argv[0], plan.argv, plan.envp);
+  } else {
+    ::execvp(plan.argv[0], plan.argv);
+  }
   *plan.exec_errno = errno;
   ::_exit(127);
 }
@@ -125,6 +130,12 @@ ChildProcess spawn_process(const std::vector<std::string>& argv, const SpawnOpti
   c_argv.reserve(argv.size() + 1);
   for (const auto& arg : argv) c_argv.push_back(const_cast<char*>(arg.c_str()));
   c_argv.push_back(nullptr);
+  std::vector<char*> c_env;
+  if (options.environment) {
+    for (const auto& entry : *options.environment)
+      c_env.push_back(const_cast<char*>(entry.c_str()));
+    c_env.push_back(nullptr);
+  }
 
   cpu_set_t cpus;
   CPU_ZERO(&cpus);
@@ -140,6 +151,7 @@ ChildProcess spawn_process(const std::vector<std::string>& argv, const SpawnOpti
   }
   volatile int exec_errno = 0;
   const ChildPlan plan{c_argv.data(),
+                       options.environment ? c_env.data() : nullptr,
                        &options,
                        &cpus,
                        bind_memory ? numa_mask : nullptr,

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,9 @@ struct SpawnOptions {
   std::vector<int> cpus;         // CPU affinity for the child (empty: inherit)
   int numa_node = -1;            // bind the child's memory to this NUMA node (best effort)
   bool new_process_group = false;
+  // The child's whole environment ("KEY=VALUE"); unset: it inherits ours. An environment,
+  // unlike an argv, is readable in /proc by its owner only.
+  std::optional<std::vector<std::string>> environment;
 };
 
 // A child process. Move-only; the destructor kills (SIGKILL) and reaps a child still running,

@@ -260,6 +260,10 @@ void SandboxRunner::spawn(std::unique_ptr<Running> sandbox, const SandboxProfile
                                  network_args.end());
     }
     auto argv = build_bwrap_argv(profile, config_.layout, instance, fds, ::getuid(), ::getgid());
+    options.environment.emplace();
+    for (auto& [key, value] : sandbox_environment(profile, instance)) {
+      options.environment->push_back(key + "=" + value);
+    }
     options.cpus = instance.slot->cpus;
     options.numa_node = instance.slot->numa;
     // Its own process group: a signal meant for this rank's group (mpirun, srun) must reach

@@ -117,13 +117,8 @@ def bwrap_argv(layout, exec_helper, sandbox, report_fd, seccomp_fd, command):
     argv += layout
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
              "--bind", sandbox["workspace"], "/sandbox", "--ro-bind", exec_helper, "/.oshpc/exec"]
-    argv += ["--remount-ro", "/", "--chdir", "/sandbox", "--clearenv"]
-    env = [("PATH", DEFAULT_PATH), ("HOME", "/sandbox"), ("LANG", "C.UTF-8"),
-           ("OSHPC_SANDBOX_ID", sandbox["id"]), ("OSHPC_INDEX", str(sandbox["index"])),
-           ("OSHPC_COUNT", str(sandbox["count"])), ("OSHPC_NODE", sandbox["node"]),
-           ("OSHPC_RANK", "0")]
-    for key, value in env:
-        argv += ["--setenv", key, value]
+    # The environment is not in the argv: oshpc-fanout hands it to bubblewrap as its own.
+    argv += ["--remount-ro", "/", "--chdir", "/sandbox"]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     return argv + ["--", "/.oshpc/exec", str(report_fd), "--"] + command
