@@ -1,10 +1,16 @@
 #include "node-agent/sandbox_runner.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+// glibc 2.36 declares the pidfd functions without C linkage for C++ (fixed in 2.37).
+extern "C" {
+#include <sys/pidfd.h>
+}
 
 #include <algorithm>
 #include <cstdio>
@@ -51,12 +57,16 @@ struct SandboxRunner::Running {
   bool timed_out = false;
   bool cancelled = false;
   std::string stderr_path;
-  // With attach_network: bubblewrap reports the sandbox pid on info_fd, then waits on block_fd.
+  // bubblewrap reports the sandbox's pid on info_fd, then waits on block_fd until we have a
+  // handle on that pid (and, with attach_network, have attached its network).
   sys::UniqueFd info_fd;
   sys::UniqueFd block_fd;
   std::string info_buffer;
-  bool network_attached = false;
   std::string attach_error;
+  // The sandbox's pid 1 (bubblewrap's child-pid), once known. It is not our child, and it
+  // outlives the bubblewrap we reap by as long as the kernel takes to kill everything else in
+  // its pid namespace: it exits last (pid_namespaces(7)), so its end means the sandbox's end.
+  sys::UniqueFd namespace_init;
 };
 
 namespace {
@@ -67,6 +77,10 @@ auto logger() {
 
 // How long a command's death by a stop signal waits for this rank's own stop to arrive.
 constexpr std::int64_t kStopSignalHoldUs = 300'000;
+
+// How long a killed sandbox's pid 1 may take to see the rest of its pid namespace die. A
+// process in uninterruptible sleep (a hung NFS server) delays it; past this we go on and warn.
+constexpr int kNamespaceEndWaitMs = 10'000;
 
 void parse_report_line(const std::string& line, ExecReport& report) {
   std::istringstream in(line);
@@ -200,8 +214,7 @@ bool SandboxRunner::stop(std::int64_t handle) {
   for (auto& [pid, sandbox] : running_) {
     if (!sandbox->is_named || sandbox->event_index != handle) continue;
     sandbox->stop_requested = true;
-    // Killing bubblewrap kills the whole sandbox: --die-with-parent and the pid namespace.
-    sandbox->process.signal(SIGKILL);
+    kill_sandbox(*sandbox);
     return true;
   }
   return false;
@@ -243,16 +256,13 @@ void SandboxRunner::spawn(std::unique_ptr<Running> sandbox, const SandboxProfile
       fds.seccomp = seccomp.get();
       options.inherit_fds.push_back(seccomp.get());
     }
-    sys::Pipe info, block;
-    if (config_.attach_network) {
-      info = sys::make_pipe();
-      block = sys::make_pipe();
-      sys::set_nonblocking(info.read_end.get(), true);
-      fds.info = info.write_end.get();
-      fds.block = block.read_end.get();
-      options.inherit_fds.push_back(fds.info);
-      options.inherit_fds.push_back(fds.block);
-    }
+    sys::Pipe info = sys::make_pipe();
+    sys::Pipe block = sys::make_pipe();
+    sys::set_nonblocking(info.read_end.get(), true);
+    fds.info = info.write_end.get();
+    fds.block = block.read_end.get();
+    options.inherit_fds.push_back(fds.info);
+    options.inherit_fds.push_back(fds.block);
 
     if (config_.prepare_network) {
       auto network_args = config_.prepare_network(instance.id);
@@ -334,37 +344,86 @@ void SandboxRunner::read_reports(Running& sandbox) {
   }
 }
 
-// bubblewrap's --info-fd JSON names the sandbox's pid once its namespaces exist; the network
-// is attached then, and only afterwards is bubblewrap let go on (--block-fd) to run the command.
+// bubblewrap's --info-fd JSON names the sandbox's pid once its namespaces exist; we take a
+// pidfd on it and attach the network then, and only afterwards is bubblewrap let go on
+// (--block-fd) to run the command.
 void SandboxRunner::read_info(Running& sandbox) {
-  char buf[256];
-  for (;;) {
-    ssize_t n = ::read(sandbox.info_fd.get(), buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) break;
-    if (n == 0) {
-      sandbox.info_fd.reset();
-      break;
-    }
-    sandbox.info_buffer.append(buf, static_cast<std::size_t>(n));
-  }
-  auto key = sandbox.info_buffer.find("\"child-pid\"");
-  if (sandbox.network_attached || key == std::string::npos) return;
-  auto colon = sandbox.info_buffer.find(':', key);
-  auto end = sandbox.info_buffer.find_first_of(",}", colon);
-  if (colon == std::string::npos || end == std::string::npos) return;  // not complete yet
-  pid_t pid = static_cast<pid_t>(std::atol(sandbox.info_buffer.c_str() + colon + 1));
+  drain_info(sandbox);
+  if (!sandbox.block_fd.is_open()) return;  // let go already
+  std::optional<pid_t> pid = info_child_pid(sandbox);
+  if (!pid) return;  // not written yet
 
-  sandbox.network_attached = true;
+  // Opened while bubblewrap waits on block_fd, so the pid cannot have been reused. Without
+  // pidfds (kernels before 5.3) the sandbox's end is its bubblewrap's.
+  sandbox.namespace_init = sys::UniqueFd(::pidfd_open(*pid, 0));
   try {
-    config_.attach_network(sandbox.instance.id, pid);
+    if (config_.attach_network) config_.attach_network(sandbox.instance.id, *pid);
     sys::write_all(sandbox.block_fd.get(), "x", "the sandbox's start signal");
   } catch (const std::exception& e) {
     sandbox.attach_error = e.what();
     sandbox.process.signal(SIGKILL);
   }
   sandbox.block_fd.reset();
-  sandbox.info_fd.reset();
+  sandbox.info_buffer.clear();
+}
+
+// Reads what bubblewrap has written to info_fd. Our end stays open until bubblewrap closes
+// its own: it writes the rest of the JSON after the pid, and a write to a pipe whose reader
+// is gone would kill it with SIGPIPE.
+void SandboxRunner::drain_info(Running& sandbox) {
+  char buf[256];
+  for (;;) {
+    ssize_t n = ::read(sandbox.info_fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) sandbox.info_fd.reset();
+    if (n <= 0) return;
+    // Once let go, the rest is of no use.
+    if (sandbox.block_fd.is_open()) sandbox.info_buffer.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+// The sandbox's pid from bubblewrap's {"child-pid": N, ...}, once it is there whole.
+std::optional<pid_t> SandboxRunner::info_child_pid(const Running& sandbox) {
+  const std::string& info = sandbox.info_buffer;
+  auto key = info.find("\"child-pid\"");
+  if (key == std::string::npos) return std::nullopt;
+  auto colon = info.find(':', key);
+  if (colon == std::string::npos || info.find_first_of(",}", colon) == std::string::npos) {
+    return std::nullopt;
+  }
+  return static_cast<pid_t>(std::atol(info.c_str() + colon + 1));
+}
+
+// Killing bubblewrap kills the whole sandbox (--die-with-parent, then the pid namespace);
+// its pid 1 is killed directly as well, in case it has not set its parent-death signal yet.
+bool SandboxRunner::kill_sandbox(Running& sandbox) {
+  if (sandbox.namespace_init.is_open()) {
+    ::pidfd_send_signal(sandbox.namespace_init.get(), SIGKILL, nullptr, 0);
+  }
+  return sandbox.process.signal(SIGKILL);
+}
+
+// Once the bubblewrap we started is reaped, its sandbox may still be dying: the pid
+// namespace's pid 1 exits only after every other process in it has (pid_namespaces(7)), so
+// waiting for it means that no process of the sandbox is left when its terminal event goes
+// out, when StopSandbox returns, and before its workspace is removed.
+void SandboxRunner::wait_for_namespace_end(Running& sandbox) {
+  if (!sandbox.namespace_init.is_open()) return;
+  ::pidfd_send_signal(sandbox.namespace_init.get(), SIGKILL, nullptr, 0);
+  pollfd ended{sandbox.namespace_init.get(), POLLIN, 0};
+  std::int64_t deadline = clock::mono_us() + std::int64_t{kNamespaceEndWaitMs} * 1000;
+  for (;;) {
+    int left_ms = static_cast<int>((deadline - clock::mono_us()) / 1000);
+    int ready = ::poll(&ended, 1, std::max(left_ms, 0));
+    if (ready > 0) break;
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) {
+      logger()->warn("the processes of sandbox {} are still exiting after {} s",
+                     sandbox.instance.id, kNamespaceEndWaitMs / 1000);
+    }
+    break;
+  }
+  sandbox.namespace_init.reset();
 }
 
 void SandboxRunner::reap() {
@@ -384,6 +443,15 @@ void SandboxRunner::finish(pid_t pid, int wait_status) {
   auto node = running_.extract(pid);
   Running& sandbox = *node.mapped();
   sandbox.process.mark_reaped();
+  if (sandbox.block_fd.is_open() && sandbox.info_fd.is_open()) {
+    // Its bubblewrap died before we let the sandbox go on (killed while starting): the
+    // sandbox's pid 1 may be waiting on block_fd, and would run the command once we close it.
+    drain_info(sandbox);
+    if (auto init_pid = info_child_pid(sandbox)) {
+      sandbox.namespace_init = sys::UniqueFd(::pidfd_open(*init_pid, 0));
+    }
+  }
+  wait_for_namespace_end(sandbox);
   if (sandbox.report_fd.is_open()) read_reports(sandbox);
 
   SandboxEvent event = terminal_event(sandbox, wait_status);
@@ -504,8 +572,7 @@ std::int64_t SandboxRunner::enforce_timeouts() {
   for (auto& [pid, sandbox] : running_) {
     if (sandbox->timed_out || sandbox->deadline_mono_us == 0) continue;
     if (now >= sandbox->deadline_mono_us) {
-      // Killing bubblewrap kills the whole sandbox: --die-with-parent and the pid namespace.
-      sandbox->timed_out = sandbox->process.signal(SIGKILL);
+      sandbox->timed_out = kill_sandbox(*sandbox);
       continue;
     }
     std::int64_t left = sandbox->deadline_mono_us - now;
@@ -517,7 +584,7 @@ std::int64_t SandboxRunner::enforce_timeouts() {
 void SandboxRunner::cancel_all() {
   for (auto& [pid, sandbox] : running_) {
     sandbox->cancelled = true;
-    sandbox->process.signal(SIGKILL);
+    kill_sandbox(*sandbox);
   }
   while (!running_.empty()) {
     pid_t pid = running_.begin()->first;

@@ -115,6 +115,10 @@ class SandboxRunner {
   void spawn(std::unique_ptr<Running> sandbox, const SandboxProfile& profile);
   void read_reports(Running& sandbox);
   void read_info(Running& sandbox);
+  static void drain_info(Running& sandbox);
+  static std::optional<pid_t> info_child_pid(const Running& sandbox);
+  bool kill_sandbox(Running& sandbox);
+  void wait_for_namespace_end(Running& sandbox);
   void finish(pid_t pid, int wait_status);
   SandboxEvent make_event(EventType type, const Running& sandbox) const;
   SandboxEvent terminal_event(Running& sandbox, int wait_status) const;
