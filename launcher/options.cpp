@@ -9,6 +9,7 @@
 #define CXXOPTS_VECTOR_DELIMITER '\0'
 #include <cxxopts.hpp>
 
+#include "common/text_number.hpp"
 #include "launcher/gateway/workload.hpp"
 #include "node-agent/root_layout.hpp"
 
@@ -102,17 +103,8 @@ bool is_safe_job_name(const std::string& name) {
 
 // A number of seconds, all of the text (cxxopts would accept "1x" as 1).
 double parse_seconds(const char* option, const std::string& text) {
-  std::size_t used = 0;
-  double value = -1;
-  try {
-    value = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != text.size() || !(value >= 0) || !std::isfinite(value)) {
-    throw UsageError(std::string(option) + " expects 0 or more seconds (got '" + text + "')");
-  }
-  return value;
+  if (auto seconds = parse_seconds_text(text)) return *seconds;
+  throw UsageError(std::string(option) + " expects 0 or more seconds (got '" + text + "')");
 }
 
 void require_positive(const char* option, std::int64_t value) {

@@ -3,12 +3,13 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
-#include <cmath>
 #include <initializer_list>
 #include <string_view>
 // Repeated options (--env, --label) take one value each: values may contain commas.
 #define CXXOPTS_VECTOR_DELIMITER '\0'
 #include <cxxopts.hpp>
+
+#include "common/text_number.hpp"
 
 namespace oshpc::driverctl {
 namespace {
@@ -161,18 +162,8 @@ std::optional<std::string> optional_value(const cxxopts::ParseResult& result, co
 
 // A number of seconds, all of the text (cxxopts would take "1x" as 1).
 double parse_seconds(std::string_view option, const std::string& text) {
-  std::size_t used = 0;
-  double value = -1;
-  try {
-    value = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != text.size() || !(value >= 0) || !std::isfinite(value)) {
-    throw UsageError("--" + std::string(option) + " expects 0 or more seconds (got '" + text +
-                     "')");
-  }
-  return value;
+  if (auto seconds = parse_seconds_text(text)) return *seconds;
+  throw UsageError("--" + std::string(option) + " expects 0 or more seconds (got '" + text + "')");
 }
 
 // A whole number in [minimum, maximum], all of the text, no sign.

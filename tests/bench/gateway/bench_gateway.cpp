@@ -38,6 +38,7 @@
 
 #include <cxxopts.hpp>
 
+#include "common/text_number.hpp"
 #include "compute_driver.grpc.pb.h"
 #include "launcher/driverctl/client.hpp"
 #include "launcher/driverctl/output.hpp"
@@ -82,17 +83,8 @@ struct Sandbox {
 // --- options ---------------------------------------------------------------------------------
 
 double parse_seconds(const std::string& option, const std::string& text) {
-  std::size_t used = 0;
-  double value = -1;
-  try {
-    value = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != text.size() || !(value >= 0) || !std::isfinite(value)) {
-    throw UsageError(option + " expects 0 or more seconds (got '" + text + "')");
-  }
-  return value;
+  if (auto seconds = oshpc::parse_seconds_text(text)) return *seconds;
+  throw UsageError(option + " expects 0 or more seconds (got '" + text + "')");
 }
 
 std::string read_token(const std::string& path) {
