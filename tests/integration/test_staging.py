@@ -142,8 +142,12 @@ def test_shared_staging_reads_the_image_once_per_node(fanout, small_image):
     assert job.sandbox_file(0) == "small image\n"
 
 
-def test_sixteen_concurrent_jobs_on_one_node_stage_once(fanout, small_image):
-    procs = [fanout.start(["-n", "1", "-q", "--", "true"], image=small_image) for _ in range(16)]
+def test_sixteen_concurrent_jobs_on_one_node_stage_once(fanout, small_image, tmp_path):
+    # Each mpirun gets its own session directory: Open MPI's launchers race to create the
+    # shared one under /tmp ("A call to mkdir ... File exists"), which is not what is tested.
+    procs = [fanout.start(["-n", "1", "-q", "--", "true"], image=small_image,
+                          env={"OMPI_MCA_orte_tmpdir_base": str(tmp_path / f"mpi-{i}")})
+             for i in range(16)]
     jobs = [fanout.finish(proc, name, timeout=300) for proc, name in procs]
     for job in jobs:
         assert job.returncode == exit_codes.OK, job.stderr
