@@ -14,10 +14,9 @@
 #include "launcher/node_runner.hpp"
 #include "launcher/node_setup.hpp"
 #include "launcher/placement.hpp"
+#include "launcher/run_agreement.hpp"
 #include "launcher/worker.hpp"
 #include "proxy/netns_listener.hpp"
-#include "proxy/policy.hpp"
-#include "rootfs-cache/image_import.hpp"
 
 namespace oshpc::launcher {
 namespace {
@@ -42,14 +41,7 @@ std::string make_job_tag(const Options& options) {
   return std::string("job-") + suffix;
 }
 
-// What rank 0 checked before anything started, shared with every rank.
-struct JobAgreement {
-  ExitCode status = ExitCode::kOk;
-  std::string job_tag;
-  // Unique to this run even when job tags repeat (the same --job-name in every task of an
-  // array): names the node-local state, which one run must never share with another.
-  std::string run_id;
-  std::string output_dir;
+struct JobAgreement : RunAgreement {
   std::string events_path;
 };
 
@@ -59,37 +51,19 @@ JobAgreement agree_on_job(const Options& options, const MpiSession& mpi,
   int status = 0;
   if (mpi.rank() == 0) {
     try {
-      rootfs_cache::inspect_image(options.image);
-      rootfs_cache::load_image_metadata(options.image);
-      if (!options.policy_path.empty()) proxy::load_policy_file(options.policy_path);
-      agreement.job_tag = make_job_tag(options);
-      std::random_device random;
-      char unique[32];
-      std::snprintf(unique, sizeof unique, ".%d.%08x", static_cast<int>(::getpid()),
-                    static_cast<unsigned>(random()));
-      agreement.run_id = agreement.job_tag + unique;
-      agreement.output_dir =
-          options.output_dir.empty() ? "oshpc-" + agreement.job_tag : options.output_dir;
+      check_inputs_and_name_run(options, make_job_tag(options), agreement);
       sys::make_directories(agreement.output_dir, 0755);
       agreement.events_path = options.events_path.empty() ? agreement.output_dir + "/events.jsonl"
                                                           : options.events_path;
       event_log.emplace(agreement.events_path,
                         EventContext{agreement.job_tag, mpi.node_of_rank(), options.index_offset},
                         options.count);
-    } catch (const rootfs_cache::ImageError& e) {
-      logger()->error("{}", e.what());
-      status = to_int(ExitCode::kBadInput);
     } catch (const std::exception& e) {
       logger()->error("{}", e.what());
       status = to_int(ExitCode::kBadInput);
     }
   }
-  MPI_Bcast(&status, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  agreement.status = static_cast<ExitCode>(status);
-  if (status != 0) return agreement;
-  agreement.job_tag = broadcast_string(agreement.job_tag, 0, MPI_COMM_WORLD);
-  agreement.run_id = broadcast_string(agreement.run_id, 0, MPI_COMM_WORLD);
-  agreement.output_dir = broadcast_string(agreement.output_dir, 0, MPI_COMM_WORLD);
+  share_run_agreement(status, agreement);
   return agreement;
 }
 

@@ -23,11 +23,10 @@
 #include "launcher/node_setup.hpp"
 #include "launcher/placement.hpp"
 #include "launcher/rank_loop.hpp"
+#include "launcher/run_agreement.hpp"
 #include "launcher/service_node.hpp"
 #include "launcher/work_protocol.hpp"
 #include "proxy/netns_listener.hpp"
-#include "proxy/policy.hpp"
-#include "rootfs-cache/image_import.hpp"
 
 namespace oshpc::launcher {
 namespace {
@@ -86,26 +85,13 @@ gateway::ServiceSettings service_settings(const Options& options) {
 
 // Rank 0 checks the inputs and starts serving (so that the gateway can connect while the
 // image is staged); every rank learns whether that worked and the job's names.
-struct ServiceAgreement {
-  ExitCode status = ExitCode::kOk;
-  std::string job_tag;
-  std::string run_id;
-  std::string output_dir;
-};
-
-ServiceAgreement start_front(const Options& options, const MpiSession& mpi,
-                             const std::vector<int>& slots_of_rank, ServiceFront& front) {
-  ServiceAgreement agreement;
+RunAgreement start_front(const Options& options, const MpiSession& mpi,
+                         const std::vector<int>& slots_of_rank, ServiceFront& front) {
+  RunAgreement agreement;
   int status = 0;
   if (mpi.rank() == 0) {
     try {
-      rootfs_cache::inspect_image(options.image);
-      rootfs_cache::load_image_metadata(options.image);
-      if (!options.policy_path.empty()) proxy::load_policy_file(options.policy_path);
-      agreement.job_tag = make_service_tag(options);
-      agreement.run_id = agreement.job_tag + "." + std::to_string(::getpid());
-      agreement.output_dir =
-          options.output_dir.empty() ? "oshpc-" + agreement.job_tag : options.output_dir;
+      check_inputs_and_name_run(options, make_service_tag(options), agreement);
       std::vector<gateway::RankSlots> ranks;
       for (int r = 0; r < mpi.size(); ++r) {
         ranks.push_back({mpi.node_of_rank()[static_cast<std::size_t>(r)],
@@ -127,12 +113,7 @@ ServiceAgreement start_front(const Options& options, const MpiSession& mpi,
       status = to_int(ExitCode::kBadInput);
     }
   }
-  MPI_Bcast(&status, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  agreement.status = static_cast<ExitCode>(status);
-  if (status != 0) return agreement;
-  agreement.job_tag = broadcast_string(agreement.job_tag, 0, MPI_COMM_WORLD);
-  agreement.run_id = broadcast_string(agreement.run_id, 0, MPI_COMM_WORLD);
-  agreement.output_dir = broadcast_string(agreement.output_dir, 0, MPI_COMM_WORLD);
+  share_run_agreement(status, agreement);
   return agreement;
 }
 
@@ -400,7 +381,7 @@ ExitCode run_service(const Options& options, MpiSession& mpi, SignalChannel& sig
   std::vector<int> slots_of_rank = gather_slot_counts(*placement, mpi);
 
   ServiceFront front;
-  ServiceAgreement job = start_front(options, mpi, slots_of_rank, front);
+  RunAgreement job = start_front(options, mpi, slots_of_rank, front);
   if (job.status != ExitCode::kOk) return job.status;
 
   std::string exec_helper;
