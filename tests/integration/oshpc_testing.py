@@ -6,15 +6,15 @@ Environment (set by tests/run-all.sh):
 The tests run as whoever starts pytest: run-all.sh runs them once as root and once as an
 ordinary user.
 """
+import contextlib
+import http.server
 import json
 import os
 import pathlib
-import signal
 import subprocess
-import tempfile
+import threading
 import time
 
-import pytest
 
 BUILD_DIR = pathlib.Path(os.environ.get("OSHPC_BUILD_DIR", "build")).resolve()
 IMAGE = pathlib.Path(os.environ.get("OSHPC_IMAGE", BUILD_DIR / "images/debian-bookworm.sqsh")).resolve()
@@ -156,3 +156,27 @@ def mounts_under(path):
     path = str(path)
     with open("/proc/self/mountinfo") as f:
         return [line.split()[4] for line in f if line.split()[4].startswith(path)]
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"hello from the host\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def hello_server(address="127.0.0.1"):
+    """A plain HTTP server on the host answering every GET with 200 and "hello from the
+    host"; yields its port."""
+    server = http.server.ThreadingHTTPServer((address, 0), _Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()

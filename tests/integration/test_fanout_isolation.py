@@ -1,12 +1,11 @@
 """The fan-out's isolation features end to end: the seccomp filter and the egress proxy,
 as wired into oshpc-fanout (the proxy and filter themselves are tested under proxy/)."""
-import http.server
 import socket
-import threading
 
 import pytest
 
 import exit_codes
+from oshpc_testing import hello_server
 
 
 @pytest.fixture
@@ -18,22 +17,8 @@ def http_server():
     address = socket.gethostbyname(name)
     if not address.startswith("127."):
         pytest.skip(f"the host name {name} does not resolve to a loopback address")
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):
-            body = b"hello from the host\n"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer((address, 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield name, server.server_address[1]
-    server.shutdown()
+    with hello_server(address) as port:
+        yield name, port
 
 
 def test_seccomp_filter_is_on_by_default_and_can_be_turned_off(fanout):

@@ -12,8 +12,12 @@ import pathlib
 import pwd
 import shutil
 import subprocess
+import sys
 
 import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from oshpc_testing import hello_server  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 TEST_USER = "oshpc"
@@ -101,7 +105,6 @@ def sandbox_argv(rootfs, extra=(), command=()):
 
 # ---- servers and the proxy harness ----
 
-import http.server
 import json
 import resource
 import selectors
@@ -110,25 +113,11 @@ import threading
 import time
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"hello from the host\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="session")
 def http_port():
     """A plain HTTP server on the host's loopback."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
+    with hello_server() as port:
+        yield port
 
 
 class EchoServer:
