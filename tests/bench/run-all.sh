@@ -192,8 +192,9 @@ bench_python() {  # TITLE SCRIPT ARGS...
   [[ -f $script ]] || { note "skip $title: no $script"; return; }
   note "$title"
   section "$title" "/usr/bin/python3 $rel $*"
-  local log
-  log=$out/$(basename "$script" .py).txt
+  local log slug
+  slug=$(tr -cs 'a-zA-Z0-9' '-' <<<"${title,,}")
+  log=$out/$(basename "$script" .py)-${slug%-}.txt
   if $python "$script" "$@" >"$log" 2>&1; then
     { echo '```'; cat "$log"; echo '```'; } >>"$results"
   else
@@ -258,6 +259,10 @@ main() {
   wanted topo && bench_topo
   wanted proxy && bench_python "Egress proxy: CONNECT set-up and throughput" \
     tests/bench/proxy/bench_proxy.py --build "$build"
+  # The same with the sink behind a 10gbit link, as egress leaves a compute node (root only).
+  [[ $(id -u) -eq 0 ]] && wanted proxy &&
+    bench_python "Egress proxy behind a 10gbit link" \
+      tests/bench/proxy/bench_proxy.py --build "$build" --link 10gbit
   wanted fanout && bench_python "Fan-out start-up: oshpc-fanout vs bwrap vs ch-run" \
     tests/bench/fanout/bench_fanout.py --build "$build" --image "$image"
   wanted staging && bench_staging

@@ -2,14 +2,17 @@
  * under test needs (a Python client and sink took most of the two cores we measure on).
  * bench_proxy.py compiles it with cc and uses the same binary for every path.
  *
- *   bench_peer sink                       prints its port, then serves connections one by one:
- *                                         an 8-byte big-endian length, that many bytes; answers
- *                                         with the count in decimal and closes.
- *   bench_peer setup PROXY TARGET COUNT   COUNT sequential set-ups; prints each in µs
- *   bench_peer throughput PROXY TARGET MIB  sends MIB MiB through one connection; prints the
- *                                         seconds from the length to the sink's answer
+ *   bench_peer sink ADDRESS               listens on ADDRESS (an IPv4 literal), prints its port,
+ *                                         then serves connections one by one: an 8-byte
+ *                                         big-endian length, that many bytes; answers with the
+ *                                         count in decimal and closes.
+ *   bench_peer setup PROXY ADDRESS TARGET COUNT   COUNT sequential set-ups; prints each in µs
+ *   bench_peer throughput PROXY ADDRESS TARGET MIB  sends MIB MiB through one connection;
+ *                                         prints the seconds from the length to the sink's
+ *                                         answer
  *
- * PROXY is the proxy's port on 127.0.0.1, or 0 for a direct connection; TARGET is the sink's.
+ * PROXY is the proxy's port on 127.0.0.1, or 0 for a direct connection; ADDRESS and TARGET
+ * are the sink's address and port (the proxy is asked to CONNECT to them).
  * A set-up is connect() for a direct connection, and connect() + CONNECT + "200" through a
  * proxy.
  */
@@ -38,9 +41,12 @@ static double now_us(void) {
   return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
 }
 
-static struct sockaddr_in loopback(int port) {
+static struct sockaddr_in ipv4(const char *host, int port) {
   struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons(port)};
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (inet_pton(AF_INET, host, &address.sin_addr) != 1) {
+    fprintf(stderr, "bench_peer: not an IPv4 address: %s\n", host);
+    exit(2);
+  }
   return address;
 }
 
@@ -64,18 +70,19 @@ static long read_answer(int fd) {
 }
 
 /* A socket to the sink, directly or through the proxy's CONNECT tunnel. */
-static int open_path(int proxy_port, int target_port) {
+static int open_path(int proxy_port, const char *target, int target_port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  struct sockaddr_in address = loopback(proxy_port ? proxy_port : target_port);
+  struct sockaddr_in address =
+      proxy_port ? ipv4("127.0.0.1", proxy_port) : ipv4(target, target_port);
   if (connect(fd, (struct sockaddr *)&address, sizeof address) != 0) die("connect");
   if (!proxy_port) return fd;
 
-  char request[128];
+  char request[160];
   int length = snprintf(request, sizeof request,
-                        "CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n",
-                        target_port, target_port);
+                        "CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n", target,
+                        target_port, target, target_port);
   send_all(fd, request, (size_t)length);
   char head[1024];
   size_t got = 0;
@@ -99,10 +106,10 @@ static void send_length(int fd, uint64_t length) {
   send_all(fd, (const char *)header, sizeof header);
 }
 
-static int run_setups(int proxy_port, int target_port, long count) {
+static int run_setups(int proxy_port, const char *target, int target_port, long count) {
   for (long i = 0; i < count; ++i) {
     double started = now_us();
-    int fd = open_path(proxy_port, target_port);
+    int fd = open_path(proxy_port, target, target_port);
     printf("%.1f\n", now_us() - started);
     send_length(fd, 0); /* the sink's answer tells us the tunnel is done with */
     if (read_answer(fd) != 0) die("sink answer");
@@ -111,9 +118,9 @@ static int run_setups(int proxy_port, int target_port, long count) {
   return 0;
 }
 
-static int run_throughput(int proxy_port, int target_port, long mib) {
+static int run_throughput(int proxy_port, const char *target, int target_port, long mib) {
   static char chunk[CHUNK];
-  int fd = open_path(proxy_port, target_port);
+  int fd = open_path(proxy_port, target, target_port);
   double started = now_us();
   send_length(fd, (uint64_t)mib * CHUNK);
   for (long i = 0; i < mib; ++i) send_all(fd, chunk, sizeof chunk);
@@ -144,9 +151,9 @@ static void serve_one(int fd) {
 
 /* One connection at a time: the client is sequential, and a thread per connection would
  * cost CPU on the path being measured. */
-static _Noreturn void run_sink(void) {
+static _Noreturn void run_sink(const char *host) {
   int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in address = loopback(0);
+  struct sockaddr_in address = ipv4(host, 0);
   socklen_t length = sizeof address;
   if (bind(listener, (struct sockaddr *)&address, sizeof address) != 0 ||
       listen(listener, 1024) != 0 ||
@@ -165,11 +172,12 @@ static _Noreturn void run_sink(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc == 2 && strcmp(argv[1], "sink") == 0) run_sink();
-  if (argc == 5 && strcmp(argv[1], "setup") == 0)
-    return run_setups(atoi(argv[2]), atoi(argv[3]), atol(argv[4]));
-  if (argc == 5 && strcmp(argv[1], "throughput") == 0)
-    return run_throughput(atoi(argv[2]), atoi(argv[3]), atol(argv[4]));
-  fprintf(stderr, "usage: bench_peer sink | setup|throughput PROXY_PORT TARGET_PORT N\n");
+  if (argc == 3 && strcmp(argv[1], "sink") == 0) run_sink(argv[2]);
+  if (argc == 6 && strcmp(argv[1], "setup") == 0)
+    return run_setups(atoi(argv[2]), argv[3], atoi(argv[4]), atol(argv[5]));
+  if (argc == 6 && strcmp(argv[1], "throughput") == 0)
+    return run_throughput(atoi(argv[2]), argv[3], atoi(argv[4]), atol(argv[5]));
+  fprintf(stderr, "usage: bench_peer sink ADDRESS | setup|throughput PROXY_PORT ADDRESS "
+                  "TARGET_PORT N\n");
   return 2;
 }

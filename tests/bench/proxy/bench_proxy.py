@@ -4,12 +4,16 @@ tinyproxy, on one machine, side by side.
 
     /usr/bin/python3 tests/bench/proxy/bench_proxy.py [--build DIR] [--setups N] [--mib N]
                                                       [--rounds N] [--buffer-bytes N]
+                                                      [--link RATE]
 
 Needs the oshpc-proxy-harness binary (build target of the proxy tests), a C compiler (cc) for
-the client and sink in bench_peer.c, and, for the third row, tinyproxy on PATH. Everything runs
-on 127.0.0.1. The same C client and sink serve all three paths, and the paths take turns:
-each round measures every path (in a rotating order), so a machine that gets busier or
-quieter during the run shifts all rows alike.
+the client and sink in bench_peer.c, and, for the third row, tinyproxy on PATH. By default
+everything runs on 127.0.0.1. With --link RATE (root only; a tc rate such as 10gbit) the sink
+sits in its own network namespace behind a veth pair whose sending side is paced at RATE, the
+way a compute node's egress leaves through a network interface; the client and the proxies stay
+on 127.0.0.1. The same C client and sink serve all three paths, and the paths take turns: each
+round measures every path (in a rotating order), so a machine that gets busier or quieter
+during the run shifts all rows alike.
 """
 import argparse
 import json
@@ -34,16 +38,58 @@ def build_peer(work):
     return binary
 
 
-def start_sink(peer):
-    process = subprocess.Popen([str(peer), "sink"], stdout=subprocess.PIPE, text=True)
-    return process, int(process.stdout.readline())
+class Link:
+    """A network namespace holding the sink, joined to this one by a veth pair whose host side
+    sends at most RATE."""
+
+    HOST_ADDRESS, SINK_ADDRESS = "10.213.77.1", "10.213.77.2"
+
+    def __init__(self, rate):
+        if os.geteuid() != 0:
+            raise SystemExit("bench_proxy: --link needs root (a network namespace and tc)")
+        self.namespace = f"oshpc-bench-{os.getpid()}"
+        self.host_side = f"obench{os.getpid() % 100000}"
+        ip = ["ip", "-netns", self.namespace]
+        steps = [["ip", "netns", "add", self.namespace],
+                 ["ip", "link", "add", self.host_side, "type", "veth", "peer", "name", "sink0",
+                  "netns", self.namespace],
+                 ["ip", "addr", "add", f"{self.HOST_ADDRESS}/30", "dev", self.host_side],
+                 ["ip", "link", "set", self.host_side, "up"],
+                 ip + ["addr", "add", f"{self.SINK_ADDRESS}/30", "dev", "sink0"],
+                 ip + ["link", "set", "sink0", "up"],
+                 ip + ["link", "set", "lo", "up"],
+                 # A token bucket: sch_tbf is in every distribution kernel (sch_fq, whose
+                 # pacing would be finer, is not always). A 2 MB bucket is under 2 ms of a
+                 # 10gbit link and a negligible share of a run's hundreds of MiB.
+                 ["tc", "qdisc", "replace", "dev", self.host_side, "root", "tbf", "rate", rate,
+                  "burst", "2mb", "limit", "8mb"]]
+        try:
+            for step in steps:
+                subprocess.run(step, check=True)
+        except (OSError, subprocess.CalledProcessError):
+            self.close()
+            raise
+
+    def run_prefix(self):
+        return ["ip", "netns", "exec", self.namespace]
+
+    def close(self):
+        subprocess.run(["ip", "netns", "del", self.namespace], stderr=subprocess.DEVNULL)
 
 
-def start_oshpc(build, target_port, work, buffer_bytes):
+def start_sink(peer, address, link):
+    prefix = link.run_prefix() if link else []
+    process = subprocess.Popen([*prefix, str(peer), "sink", address], stdout=subprocess.PIPE,
+                               text=True)
+    return process, (address, int(process.stdout.readline()))
+
+
+def start_oshpc(build, target, work, buffer_bytes):
+    address, target_port = target
     policy = work / "policy.yaml"
     policy.write_text("network_policies:\n  bench:\n    endpoints:\n"
-                      f"      - host: 127.0.0.1\n        port: {target_port}\n"
-                      "        allowed_ips: [127.0.0.1]\n")
+                      f"      - host: {address}\n        port: {target_port}\n"
+                      f"        allowed_ips: [{address}/32]\n")
     events = work / "events.jsonl"
     tuning = ["--buffer-bytes", str(buffer_bytes)] if buffer_bytes else []
     process = subprocess.Popen([str(build / "bin" / "oshpc-proxy-harness"), "--policy",
@@ -54,7 +100,8 @@ def start_oshpc(build, target_port, work, buffer_bytes):
     return process, json.loads(events.read_text().splitlines()[0])["ports"][0]
 
 
-def start_tinyproxy(target_port, work):
+def start_tinyproxy(target, work):
+    target_port = target[1]
     if shutil.which("tinyproxy") is None:
         return None, None
     probe = socket.create_server(("127.0.0.1", 0))
@@ -77,8 +124,10 @@ def start_tinyproxy(target_port, work):
     return None, None
 
 
-def run_peer(peer, mode, proxy_port, target_port, count):
-    out = subprocess.run([str(peer), mode, str(proxy_port or 0), str(target_port), str(count)],
+def run_peer(peer, mode, proxy_port, target, count):
+    address, target_port = target
+    out = subprocess.run([str(peer), mode, str(proxy_port or 0), address, str(target_port),
+                          str(count)],
                          check=True, capture_output=True, text=True).stdout
     return [float(line) for line in out.split()]
 
@@ -100,7 +149,7 @@ def print_table(samples, rates):
           f" {'setup ×direct':>14} {'GiB/s ×direct':>14} {'adds µs':>8}")
     rows = {name: (statistics.median(samples[name]), percentile(samples[name], 0.99),
                    statistics.median(rates[name])) for name in samples}
-    base = rows["direct loopback"]
+    base = rows["direct"]
     for name, (median, p99, gib_s) in rows.items():
         print(f"{name:<16} {median:>16.0f} {p99:>13.0f} {gib_s:>7.2f}"
               f" {median / base[0]:>14.2f} {gib_s / base[2]:>14.2f} {median - base[0]:>8.0f}")
@@ -121,15 +170,23 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--buffer-bytes", type=int, default=0,
                         help="the oshpc proxy's buffer_bytes (pipe size); default: its default")
+    parser.add_argument("--link", metavar="RATE",
+                        help="put the sink behind a veth link paced at RATE (tc units, e.g. "
+                        "10gbit); root only")
     args = parser.parse_args()
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="oshpc-bench-proxy-"))
     peer = build_peer(work)
-    sink, target = start_sink(peer)
-    oshpc, oshpc_port = start_oshpc(args.build, target, work, args.buffer_bytes)
-    tiny, tiny_port = start_tinyproxy(target, work)
+    link = Link(args.link) if args.link else None
+    sink = oshpc = tiny = None
     try:
-        paths = [("direct loopback", None), ("oshpc proxy", oshpc_port)]
+        address = link.SINK_ADDRESS if link else "127.0.0.1"
+        print(f"sink: {address}" + (f" behind a veth link paced at {args.link}" if link else
+                                    " (loopback)"))
+        sink, target = start_sink(peer, address, link)
+        oshpc, oshpc_port = start_oshpc(args.build, target, work, args.buffer_bytes)
+        tiny, tiny_port = start_tinyproxy(target, work)
+        paths = [("direct", None), ("oshpc proxy", oshpc_port)]
         if tiny_port:
             paths.append(("tinyproxy", tiny_port))
         samples = {name: [] for name, _ in paths}
@@ -147,6 +204,9 @@ def main():
         for process in (oshpc, tiny, sink):
             if process:
                 process.terminate()
+                process.wait()
+        if link:
+            link.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
