@@ -5,7 +5,6 @@
 
 #include <cstring>
 #include <functional>
-#include <random>
 
 #include "common/clock.hpp"
 #include "common/log.hpp"
@@ -25,22 +24,6 @@ auto logger() {
   return log::get("launcher");
 }
 
-std::string make_job_tag(const Options& options) {
-  if (!options.job_name.empty()) return options.job_name;
-  std::random_device random;
-  char suffix[16];
-  std::snprintf(suffix, sizeof suffix, "%06x", random() & 0xffffff);
-  // With Slurm the job id makes the tag recognisable; the suffix keeps two steps apart.
-  if (const char* job = std::getenv("SLURM_JOB_ID"); job && *job) {
-    std::string tag = std::string("slurm") + job;
-    if (const char* step = std::getenv("SLURM_ARRAY_TASK_ID"); step && *step) {
-      tag += std::string("_") + step;
-    }
-    return tag + "-" + suffix;
-  }
-  return std::string("job-") + suffix;
-}
-
 struct JobAgreement : RunAgreement {
   std::string events_path;
 };
@@ -51,13 +34,13 @@ JobAgreement agree_on_job(const Options& options, const MpiSession& mpi,
   int status = 0;
   if (mpi.rank() == 0) {
     try {
-      check_inputs_and_name_run(options, make_job_tag(options), agreement);
-      sys::make_directories(agreement.output_dir, 0755);
-      agreement.events_path = options.events_path.empty() ? agreement.output_dir + "/events.jsonl"
-                                                          : options.events_path;
-      event_log.emplace(agreement.events_path,
-                        EventContext{agreement.job_tag, mpi.node_of_rank(), options.index_offset},
-                        options.count);
+      check_inputs_and_name_run(options, RunKind::kBatchJob, agreement);
+      create_run_outputs(options, agreement, [&](const std::string& events_path) {
+        agreement.events_path = events_path;
+        event_log.emplace(events_path,
+                          EventContext{agreement.job_tag, mpi.node_of_rank(), options.index_offset},
+                          options.count);
+      });
     } catch (const std::exception& e) {
       logger()->error("{}", e.what());
       status = to_int(ExitCode::kBadInput);

@@ -1,10 +1,14 @@
 #include "launcher/run_agreement.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <random>
+#include <vector>
 
+#include "common/sys.hpp"
 #include "launcher/mpi_session.hpp"
 #include "proxy/policy.hpp"
 #include "rootfs-cache/image_import.hpp"
@@ -12,17 +16,64 @@
 
 namespace oshpc::launcher {
 
-void check_inputs_and_name_run(const Options& options, std::string job_tag, RunAgreement& run) {
+namespace {
+
+std::string name_run(const Options& options, RunKind kind, std::random_device& random) {
+  if (!options.job_name.empty()) return options.job_name;
+  char suffix[16];
+  std::snprintf(suffix, sizeof suffix, "%06x", random() & 0xffffff);
+  if (kind == RunKind::kService) return std::string("svc-") + suffix;
+  // With Slurm the job id makes the tag recognisable; the suffix keeps two steps apart.
+  if (const char* job = std::getenv("SLURM_JOB_ID"); job && *job) {
+    std::string tag = std::string("slurm") + job;
+    if (const char* task = std::getenv("SLURM_ARRAY_TASK_ID"); task && *task) {
+      tag += std::string("_") + task;
+    }
+    return tag + "-" + suffix;
+  }
+  return std::string("job-") + suffix;
+}
+
+// path and those of its ancestors that do not exist yet, deepest first.
+std::vector<std::string> missing_directories(std::string path) {
+  std::vector<std::string> missing;
+  struct stat st {};
+  while (!path.empty() && path != "/" && path != "." && ::stat(path.c_str(), &st) != 0) {
+    missing.push_back(path);
+    auto slash = path.find_last_not_of('/');
+    slash = slash == std::string::npos ? std::string::npos : path.rfind('/', slash);
+    if (slash == std::string::npos) break;
+    path.resize(slash);
+  }
+  return missing;
+}
+
+}  // namespace
+
+void check_inputs_and_name_run(const Options& options, RunKind kind, RunAgreement& run) {
   rootfs_cache::inspect_image(options.image);
   rootfs_cache::load_image_metadata(options.image);
   if (!options.policy_path.empty()) proxy::load_policy_file(options.policy_path);
-  run.job_tag = std::move(job_tag);
   std::random_device random;
+  run.job_tag = name_run(options, kind, random);
   char unique[32];
   std::snprintf(unique, sizeof unique, ".%d.%08x", static_cast<int>(::getpid()),
                 static_cast<unsigned>(random()));
   run.run_id = run.job_tag + unique;
   run.output_dir = options.output_dir.empty() ? "oshpc-" + run.job_tag : options.output_dir;
+}
+
+void create_run_outputs(const Options& options, const RunAgreement& run,
+                        const std::function<void(const std::string& events_path)>& open_events) {
+  std::vector<std::string> created = missing_directories(run.output_dir);
+  try {
+    sys::make_directories(run.output_dir, 0755);
+    open_events(options.events_path.empty() ? run.output_dir + "/events.jsonl"
+                                            : options.events_path);
+  } catch (...) {
+    for (const auto& dir : created) ::rmdir(dir.c_str());
+    throw;
+  }
 }
 
 void share_run_agreement(int status, RunAgreement& run) {

@@ -10,7 +10,6 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <random>
 
 #include "common/clock.hpp"
 #include "common/log.hpp"
@@ -59,14 +58,6 @@ struct ServiceFront {
   }
 };
 
-std::string make_service_tag(const Options& options) {
-  if (!options.job_name.empty()) return options.job_name;
-  std::random_device random;
-  char tag[32];
-  std::snprintf(tag, sizeof tag, "svc-%06x", random() & 0xffffff);
-  return tag;
-}
-
 gateway::ServiceSettings service_settings(const Options& options) {
   gateway::ServiceSettings settings;
   // Absolute, so that the gateway's copy means the same file wherever it runs.
@@ -91,7 +82,7 @@ RunAgreement start_front(const Options& options, const MpiSession& mpi,
   int status = 0;
   if (mpi.rank() == 0) {
     try {
-      check_inputs_and_name_run(options, make_service_tag(options), agreement);
+      check_inputs_and_name_run(options, RunKind::kService, agreement);
       std::vector<gateway::RankSlots> ranks;
       for (int r = 0; r < mpi.size(); ++r) {
         ranks.push_back({mpi.node_of_rank()[static_cast<std::size_t>(r)],
@@ -101,12 +92,11 @@ RunAgreement start_front(const Options& options, const MpiSession& mpi,
                                                                   agreement.job_tag, ranks);
       front.service = std::make_unique<gateway::DriverService>(*front.registry);
       front.server = std::make_unique<gateway::DriverServer>(options.serve_socket, *front.service);
-      // Only now: a service that cannot start leaves no output directory behind.
-      sys::make_directories(agreement.output_dir, 0755);
-      std::string events_path = options.events_path.empty() ? agreement.output_dir + "/events.jsonl"
-                                                            : options.events_path;
-      front.events = events_path == "-" ? stdout : std::fopen(events_path.c_str(), "w");
-      if (!front.events) sys::throw_errno("open the event file " + events_path);
+      // Only once serving works: a service that cannot start leaves no output directory.
+      create_run_outputs(options, agreement, [&](const std::string& events_path) {
+        front.events = events_path == "-" ? stdout : std::fopen(events_path.c_str(), "w");
+        if (!front.events) sys::throw_errno("open the event file " + events_path);
+      });
       front.context = {agreement.job_tag, mpi.node_of_rank(), 0};
     } catch (const std::exception& e) {
       logger()->error("{}", e.what());

@@ -140,8 +140,11 @@ std::vector<std::string> build_bwrap_argv(const SandboxProfile& profile, const R
   append_own_mounts(argv, profile, instance);
   argv.insert(argv.end(), layout.remount_args.begin(), layout.remount_args.end());
   const std::string& chdir = profile.working_dir.empty() ? kWorkspaceDir : profile.working_dir;
-  // The sandbox's environment is bubblewrap's own (spawn it with sandbox_environment()):
-  // values given as --setenv arguments would be readable by every user in /proc/PID/cmdline.
+  // The sandbox's environment comes as --setenv arguments read from a descriptor: in argv
+  // they would be readable by every user in /proc/PID/cmdline.
+  if (fds.environment_args >= 0) {
+    argv.insert(argv.end(), {"--args", std::to_string(fds.environment_args)});
+  }
   argv.insert(argv.end(), {"--chdir", chdir});
   if (fds.seccomp >= 0) argv.insert(argv.end(), {"--seccomp", std::to_string(fds.seccomp)});
   if (fds.info >= 0) argv.insert(argv.end(), {"--info-fd", std::to_string(fds.info)});

@@ -20,15 +20,16 @@ EnvironmentList sandbox_environment(const SandboxProfile& profile, const Sandbox
 
 // File descriptors the spawned bubblewrap inherits, by number in the spawning process.
 struct InheritedFds {
-  int exec_report = -1;  // write end of the pipe oshpc-exec reports on
-  int seccomp = -1;      // a BPF program to read (--seccomp), or -1 for none
-  int info = -1;         // bubblewrap writes the sandbox's pid here (--info-fd), or -1
-  int block = -1;        // bubblewrap waits for a byte here before the command (--block-fd)
+  int exec_report = -1;       // write end of the pipe oshpc-exec reports on
+  int seccomp = -1;           // a BPF program to read (--seccomp), or -1 for none
+  int info = -1;              // bubblewrap writes the sandbox's pid here (--info-fd), or -1
+  int block = -1;             // bubblewrap waits for a byte here before the command (--block-fd)
+  int environment_args = -1;  // --setenv arguments to read (--args), or -1
 };
 
 // The full argv: bwrap, its options, then oshpc-exec and the expanded command. It carries no
-// environment: spawn bubblewrap with exactly sandbox_environment() as its own, which the
-// sandbox inherits.
+// environment: pass sandbox_environment() as --setenv arguments in fds.environment_args, and
+// spawn bubblewrap with an empty environment, which the sandbox would otherwise inherit.
 // `uid`/`gid` are the caller's ids (used when the identity mode keeps them). Never fails.
 std::vector<std::string> build_bwrap_argv(const SandboxProfile& profile, const RootLayout& layout,
                                           const SandboxInstance& instance, const InheritedFds& fds,

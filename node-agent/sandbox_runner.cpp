@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -58,9 +60,11 @@ struct SandboxRunner::Running {
   bool cancelled = false;
   std::string stderr_path;
   // bubblewrap reports the sandbox's pid on info_fd, then waits on block_fd until we have a
-  // handle on that pid (and, with attach_network, have attached its network).
+  // handle on that pid (and, with attach_network, have attached its network). block_fd is a
+  // socket, so that a start signal sent after bubblewrap died fails with EPIPE, not SIGPIPE.
   sys::UniqueFd info_fd;
   sys::UniqueFd block_fd;
+  unsigned long long bwrap_start_ticks = 0;  // when bubblewrap started (/proc/PID/stat)
   std::string info_buffer;
   std::string attach_error;
   // The sandbox's pid 1 (bubblewrap's child-pid), once known. It is not our child, and it
@@ -130,6 +134,63 @@ std::string cpu_list_text(const std::vector<int>& cpus) {
     i = j;
   }
   return out;
+}
+
+// Field 22 of /proc/PID/stat (the start time in clock ticks since boot) and field 2 (the
+// command name); false when the process is gone.
+bool read_process_start(pid_t pid, unsigned long long& start_ticks, std::string& name) {
+  char path[40];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  sys::UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd.is_open()) return false;
+  char buf[1024];
+  ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0) return false;
+  std::string text(buf, static_cast<std::size_t>(n));
+  auto open = text.find('(');
+  auto close = text.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close < open) return false;
+  name = text.substr(open + 1, close - open - 1);
+  std::istringstream rest(text.substr(close + 1));
+  std::string field;
+  for (int i = 3; i < 22 && rest >> field; ++i) {
+  }
+  return static_cast<bool>(rest >> start_ticks);
+}
+
+// A pidfd on pid if it is still bubblewrap's child: a bubblewrap process that started no
+// earlier than the bubblewrap we spawned. The child may have died (a mount that failed) and its
+// pid been reused; without this check we could kill an unrelated process of the user.
+sys::UniqueFd open_bwrap_child(pid_t pid, unsigned long long not_before_ticks) {
+  sys::UniqueFd pidfd(::pidfd_open(pid, 0));
+  if (!pidfd.is_open()) return {};
+  unsigned long long start_ticks = 0;
+  std::string name;
+  if (!read_process_start(pid, start_ticks, name) || name != "bwrap" ||
+      start_ticks < not_before_ticks) {
+    return {};
+  }
+  // Still alive after the check, so the pid was its own while /proc was read.
+  if (::pidfd_send_signal(pidfd.get(), 0, nullptr, 0) != 0) return {};
+  return pidfd;
+}
+
+// A memfd holding bubblewrap's --setenv arguments (read with --args FD): the environment
+// reaches the sandbox without being bubblewrap's own environment, where the host's dynamic
+// loader would honour LD_PRELOAD, LD_LIBRARY_PATH and the like for bubblewrap itself, and
+// without being in its argv, which every user can read in /proc/PID/cmdline.
+sys::UniqueFd environment_args(const EnvironmentList& environment) {
+  std::string args;
+  for (const auto& [key, value] : environment) {
+    args.append("--setenv").push_back('\0');
+    args.append(key).push_back('\0');
+    args.append(value).push_back('\0');
+  }
+  sys::UniqueFd memfd(::memfd_create("oshpc-environment", MFD_CLOEXEC));
+  if (!memfd.is_open()) sys::throw_errno("create a memfd for the sandbox environment");
+  sys::write_all(memfd.get(), args, "the sandbox environment");
+  if (::lseek(memfd.get(), 0, SEEK_SET) != 0) sys::throw_errno("rewind the sandbox environment");
+  return memfd;
 }
 
 }  // namespace
@@ -257,10 +318,14 @@ void SandboxRunner::spawn(std::unique_ptr<Running> sandbox, const SandboxProfile
       options.inherit_fds.push_back(seccomp.get());
     }
     sys::Pipe info = sys::make_pipe();
-    sys::Pipe block = sys::make_pipe();
     sys::set_nonblocking(info.read_end.get(), true);
+    int block[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, block) != 0) {
+      sys::throw_errno("create the sandbox's start signal");
+    }
+    sys::UniqueFd block_read(block[0]), block_write(block[1]);
     fds.info = info.write_end.get();
-    fds.block = block.read_end.get();
+    fds.block = block_read.get();
     options.inherit_fds.push_back(fds.info);
     options.inherit_fds.push_back(fds.block);
 
@@ -269,20 +334,23 @@ void SandboxRunner::spawn(std::unique_ptr<Running> sandbox, const SandboxProfile
       instance.mount_args.insert(instance.mount_args.end(), network_args.begin(),
                                  network_args.end());
     }
+    sys::UniqueFd environment = environment_args(sandbox_environment(profile, instance));
+    fds.environment_args = environment.get();
+    options.inherit_fds.push_back(fds.environment_args);
     auto argv = build_bwrap_argv(profile, config_.layout, instance, fds, ::getuid(), ::getgid());
+    // bubblewrap itself runs with no environment at all: see environment_args.
     options.environment.emplace();
-    for (auto& [key, value] : sandbox_environment(profile, instance)) {
-      options.environment->push_back(key + "=" + value);
-    }
     options.cpus = instance.slot->cpus;
     options.numa_node = instance.slot->numa;
     // Its own process group: a signal meant for this rank's group (mpirun, srun) must reach
     // the agent, which then stops the sandbox and records why, not the sandbox directly.
     options.new_process_group = true;
     sandbox->process = spawn_process(argv, options);
+    std::string name;
+    read_process_start(sandbox->process.pid(), sandbox->bwrap_start_ticks, name);
     sandbox->report_fd = std::move(report.read_end);
     sandbox->info_fd = std::move(info.read_end);
-    sandbox->block_fd = std::move(block.write_end);
+    sandbox->block_fd = std::move(block_write);
   } catch (const std::exception& e) {
     free_slots_.push_back(slot);
     if (config_.detach_network) config_.detach_network(instance.id);
@@ -353,15 +421,25 @@ void SandboxRunner::read_info(Running& sandbox) {
   std::optional<pid_t> pid = info_child_pid(sandbox);
   if (!pid) return;  // not written yet
 
-  // Opened while bubblewrap waits on block_fd, so the pid cannot have been reused. Without
-  // pidfds (kernels before 5.3) the sandbox's end is its bubblewrap's.
-  sandbox.namespace_init = sys::UniqueFd(::pidfd_open(*pid, 0));
-  try {
-    if (config_.attach_network) config_.attach_network(sandbox.instance.id, *pid);
-    sys::write_all(sandbox.block_fd.get(), "x", "the sandbox's start signal");
-  } catch (const std::exception& e) {
-    sandbox.attach_error = e.what();
-    sandbox.process.signal(SIGKILL);
+  // Without pidfds (kernels before 5.3) the sandbox's end is its bubblewrap's.
+  sandbox.namespace_init = open_bwrap_child(*pid, sandbox.bwrap_start_ticks);
+  bool attached = true;
+  if (config_.attach_network) {
+    try {
+      config_.attach_network(sandbox.instance.id, *pid);
+    } catch (const std::exception& e) {
+      sandbox.attach_error = e.what();
+      attached = false;
+      kill_sandbox(sandbox);
+    }
+  }
+  if (attached) {
+    // Fails only when the sandbox is already gone (a mount it could not make, a kill): its
+    // bubblewrap's exit then tells why.
+    ssize_t sent;
+    do {
+      sent = ::send(sandbox.block_fd.get(), "x", 1, MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
   }
   sandbox.block_fd.reset();
   sandbox.info_buffer.clear();
@@ -448,7 +526,7 @@ void SandboxRunner::finish(pid_t pid, int wait_status) {
     // sandbox's pid 1 may be waiting on block_fd, and would run the command once we close it.
     drain_info(sandbox);
     if (auto init_pid = info_child_pid(sandbox)) {
-      sandbox.namespace_init = sys::UniqueFd(::pidfd_open(*init_pid, 0));
+      sandbox.namespace_init = open_bwrap_child(*init_pid, sandbox.bwrap_start_ticks);
     }
   }
   wait_for_namespace_end(sandbox);

@@ -42,7 +42,7 @@ struct RunnerConfig {
   std::function<std::vector<std::string>(const std::string& sandbox_id)> prepare_network;
   // Called once the sandbox's namespaces exist and before its command runs, with the pid of a
   // process inside it (the egress proxy opens the sandbox's loopback listener here). Throwing
-  // fails that sandbox. Empty: sandboxes start without waiting.
+  // fails that sandbox. Empty: none (the sandbox still starts only once its pid is known).
   std::function<void(const std::string& sandbox_id, pid_t pid)> attach_network;
   // Called when a sandbox prepared or attached above has ended (or failed to start).
   std::function<void(const std::string& sandbox_id)> detach_network;

@@ -29,11 +29,11 @@ auto logger() {
 constexpr int kMaxServerThreads = 512;
 
 // The directory holding the socket must be ours and closed to everyone else: the mode of a
-// socket file alone does not stop a peer that can reach it through a laxer directory.
-void prepare_private_directory(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    sys::throw_errno("create the socket directory " + dir);
-  }
+// socket file alone does not stop a peer that can reach it through a laxer directory. True
+// when this call created it.
+bool prepare_private_directory(const std::string& dir) {
+  bool created = ::mkdir(dir.c_str(), 0700) == 0;
+  if (!created && errno != EEXIST) sys::throw_errno("create the socket directory " + dir);
   struct stat st {};
   if (::lstat(dir.c_str(), &st) != 0) sys::throw_errno("inspect the socket directory " + dir);
   if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) {
@@ -46,6 +46,7 @@ void prepare_private_directory(const std::string& dir) {
     throw sys::SysError(
         EPERM, "serve in " + dir + ": its mode is " + mode + ", open to others; make it 0700");
   }
+  return created;
 }
 
 // A socket left by a run that died is ours to remove; a live one (someone answers) is not.
@@ -66,11 +67,15 @@ void remove_stale_socket(const std::string& path) {
   ::unlink(path.c_str());
 }
 
-sys::UniqueFd listen_on(const std::string& path) {
-  sockaddr_un address{};
-  if (path.size() >= sizeof address.sun_path) {
+void check_socket_path_length(const std::string& path) {
+  if (path.size() >= sizeof sockaddr_un{}.sun_path) {
     throw sys::SysError(ENAMETOOLONG, "serve on " + path + ": the path is too long for a socket");
   }
+}
+
+sys::UniqueFd listen_on(const std::string& path) {
+  check_socket_path_length(path);
+  sockaddr_un address{};
   address.sun_family = AF_UNIX;
   std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
   sys::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -101,17 +106,23 @@ DriverServer::DriverServer(const std::string& socket_path, DriverService& servic
   auto slash = socket_path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : socket_path.substr(0, slash);
   if (dir.empty()) dir = "/";
-  prepare_private_directory(dir);
-  remove_stale_socket(socket_path);
-  listener_ = listen_on(socket_path);
-
-  grpc::ResourceQuota quota("oshpc-driver");
-  quota.SetMaxThreads(kMaxServerThreads);
-  grpc::ServerBuilder builder;
-  builder.SetResourceQuota(quota);
-  builder.RegisterService(&service);
-  server_ = builder.BuildAndStart();
-  if (!server_) throw std::runtime_error("cannot start the gRPC server");
+  check_socket_path_length(socket_path);
+  if (prepare_private_directory(dir)) created_directory_ = dir;
+  try {
+    remove_stale_socket(socket_path);
+    listener_ = listen_on(socket_path);
+    grpc::ResourceQuota quota("oshpc-driver");
+    quota.SetMaxThreads(kMaxServerThreads);
+    grpc::ServerBuilder builder;
+    builder.SetResourceQuota(quota);
+    builder.RegisterService(&service);
+    server_ = builder.BuildAndStart();
+    if (!server_) throw std::runtime_error("cannot start the gRPC server");
+  } catch (...) {
+    if (listener_.is_open()) ::unlink(socket_path.c_str());
+    if (!created_directory_.empty()) ::rmdir(created_directory_.c_str());
+    throw;
+  }
   acceptor_ = std::thread([this] { accept_loop(); });
   logger()->info("serving the OpenShell compute-driver API on {}", socket_path);
 }
@@ -124,6 +135,7 @@ DriverServer::~DriverServer() {
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   server_->Wait();
   ::unlink(socket_path_.c_str());
+  if (!created_directory_.empty()) ::rmdir(created_directory_.c_str());
 }
 
 void DriverServer::accept_loop() {

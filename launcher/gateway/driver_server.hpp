@@ -21,7 +21,8 @@ class DriverServer {
   // Binds `socket_path` and starts serving `service`. Throws SysError naming the path when
   // the directory is not ours or not private, or another live socket is there.
   DriverServer(const std::string& socket_path, DriverService& service);
-  // Stops accepting, ends open calls, and removes the socket.
+  // Stops accepting, ends open calls, and removes the socket (and its directory, when the
+  // server created it).
   ~DriverServer();
   DriverServer(const DriverServer&) = delete;
   DriverServer& operator=(const DriverServer&) = delete;
@@ -30,6 +31,7 @@ class DriverServer {
   void accept_loop();
 
   std::string socket_path_;
+  std::string created_directory_;  // the socket's directory, when we made it; else empty
   sys::UniqueFd listener_;
   sys::UniqueFd stop_;  // eventfd: wakes the accept loop to end
   std::unique_ptr<grpc::Server> server_;

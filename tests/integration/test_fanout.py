@@ -161,6 +161,58 @@ def test_a_command_that_is_not_an_executable_file_fails_to_run(fanout):
     assert not job.of_type("started")
 
 
+def test_a_sandbox_bubblewrap_cannot_build_fails_alone(fanout):
+    # A file bound over a directory: bubblewrap gives up after reporting the sandbox's pid,
+    # before it reads the start signal; the rank must survive sending it.
+    job = fanout.run(["-n", "4", "--bind", "/etc/hostname:/usr", "--", "true"], ranks=2)
+    # A sandbox that cannot be built is the node's failure, not the command's.
+    assert job.returncode == exit_codes.INFRASTRUCTURE, job.stderr
+    check_every_index_once(job, 4)
+    for event in job.terminal():
+        assert event["event"] == "failed" and event["reason"] == "spawn_failed", event
+        assert "proxy" not in event["message"], event
+    check_nothing_left(fanout, job)
+
+
+def test_a_timeout_shorter_than_the_start_kills_cleanly(fanout):
+    job = fanout.run(["-n", "6", "--timeout", "0.005", "--", "sleep", "5"], ranks=2)
+    assert job.returncode == exit_codes.SANDBOX_FAILED, job.stderr
+    check_every_index_once(job, 6)
+    for event in job.terminal():
+        assert event["event"] == "failed" and event["reason"] == "timeout", event
+    check_nothing_left(fanout, job)
+
+
+def test_loader_variables_reach_the_sandbox_but_not_bubblewrap(fanout, tmp_path):
+    """--env LD_PRELOAD is the sandbox's: the host's loader must not act on it for bubblewrap,
+    which runs outside the sandbox (a workspace library preloaded there would escape it)."""
+    marker = tmp_path / "preloaded"
+    source = tmp_path / "preload.c"
+    source.write_text(
+        '#include <stdio.h>\n'
+        '__attribute__((constructor)) static void mark(void) {\n'
+        f'  FILE *f = fopen("{marker}", "a"); if (f) {{ fputs("loaded\\n", f); fclose(f); }}\n'
+        '}\n')
+    library = tmp_path / "libpreload.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True)
+    os.chmod(tmp_path, 0o755)
+    job = fanout.run(["-n", "2", "--env", f"LD_PRELOAD={library}",
+                      "--env", f"LD_LIBRARY_PATH={tmp_path}", "--env", "LD_DEBUG=libs",
+                      "-q", "--", "sh", "-c", 'echo "$LD_PRELOAD"'], ranks=2)
+    assert job.returncode == exit_codes.OK, job.stderr
+    assert not marker.exists(), "the host's loader preloaded a sandbox's library into bubblewrap"
+    for index in range(2):
+        assert job.sandbox_file(index) == f"{library}\n"
+
+
+def test_an_event_file_that_cannot_be_opened_leaves_nothing(fanout, tmp_path):
+    job = fanout.run(["-n", "2", "--events", str(tmp_path / "missing" / "events.jsonl"),
+                      "--output-dir", str(tmp_path / "out" / "run"), "--", "true"], ranks=2)
+    assert job.returncode == exit_codes.BAD_INPUT, job.stderr
+    assert "events.jsonl" in job.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["-n", "0", "--", "true"], exit_codes.USAGE, "--count must be at least 1"),
     (["-n", "2", "--frobnicate", "--", "true"], exit_codes.USAGE, "frobnicate"),

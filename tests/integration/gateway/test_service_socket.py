@@ -38,6 +38,26 @@ def test_a_socket_directory_open_to_others_is_refused(workdir, gateway_cache):
     service.stop_and_check()
 
 
+@pytest.mark.parametrize("problem", ["event-file", "output-dir", "socket-path"])
+def test_a_service_refused_at_start_leaves_nothing(workdir, gateway_cache, problem):
+    service = Service(workdir, gateway_cache)
+    service.socket_dir = workdir / "fresh-sock"  # the service must create it, then remove it
+    service.socket = service.socket_dir / "driver.sock"
+    service.output_dir = workdir / "out" / "run"
+    if problem == "event-file":
+        service.args = ["--events", str(workdir / "missing" / "events.jsonl")]
+    elif problem == "output-dir":
+        (workdir / "a-file").write_text("")
+        service.output_dir = workdir / "a-file" / "out"
+    else:
+        service.socket = service.socket_dir / ("s" * 120)
+    proc = subprocess.run(service.argv(), cwd=workdir, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == exit_codes.BAD_INPUT, proc.stderr
+    assert not service.socket_dir.exists(), proc.stderr
+    assert not (workdir / "out").exists(), proc.stderr
+
+
 def test_a_live_socket_is_not_taken_over(start_service, gateway_cache, tmp_path_factory):
     first = start_service()
     workdir = tmp_path_factory.mktemp("gw-second")

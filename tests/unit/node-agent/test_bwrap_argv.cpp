@@ -103,12 +103,13 @@ TEST_CASE("user binds come after the image root and keep their mode") {
   CHECK(has_sequence(argv, {"--bind", "/results", "/out"}));
 }
 
-TEST_CASE("seccomp, info and block descriptors are passed when given") {
-  InheritedFds fds{9, 11, 12, 13};
+TEST_CASE("seccomp, info, block and environment descriptors are passed when given") {
+  InheritedFds fds{9, 11, 12, 13, 14};
   auto argv = build_bwrap_argv(profile(), RootLayout{}, instance(), fds, 0, 0);
   CHECK(has_sequence(argv, {"--seccomp", "11"}));
   CHECK(has_sequence(argv, {"--info-fd", "12"}));
   CHECK(has_sequence(argv, {"--block-fd", "13"}));
+  CHECK(has_sequence(argv, {"--args", "14"}));
   auto plain = build_bwrap_argv(profile(), RootLayout{}, instance(), {9}, 0, 0);
   CHECK(std::find(plain.begin(), plain.end(), "--seccomp") == plain.end());
 }
@@ -125,7 +126,7 @@ TEST_CASE("a slot's GPU devices and environment reach the sandbox") {
   CHECK(std::find(env.begin(), env.end(),
                   std::pair<std::string, std::string>{"CUDA_VISIBLE_DEVICES", "GPU-abc"}) !=
         env.end());
-  // The environment travels as bubblewrap's own, never in its (world-readable) argv.
+  // The environment travels through a descriptor, never in bubblewrap's (world-readable) argv.
   CHECK(std::find(argv.begin(), argv.end(), "--setenv") == argv.end());
   CHECK(std::find(argv.begin(), argv.end(), "GPU-abc") == argv.end());
   // Device nodes are bound after the fresh /dev exists.
