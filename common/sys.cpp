@@ -60,10 +60,14 @@ void set_cloexec(int fd, bool on) {
   update_flag(fd, F_GETFD, F_SETFD, FD_CLOEXEC, on);
 }
 
-void make_directories(const std::string& path, int mode) {
+void make_directories(const std::string& path, int mode, std::vector<std::string>* created) {
   // Usually only the last component is new (a sandbox's directory in an existing tree): try
   // that first, and walk the prefixes only when a parent is missing.
-  if (::mkdir(path.c_str(), static_cast<mode_t>(mode)) == 0 || errno == EEXIST) return;
+  if (::mkdir(path.c_str(), static_cast<mode_t>(mode)) == 0) {
+    if (created) created->push_back(path);
+    return;
+  }
+  if (errno == EEXIST) return;
   if (errno != ENOENT) throw_errno("create directory " + path);
   std::string prefix;
   std::size_t pos = 0;
@@ -71,7 +75,9 @@ void make_directories(const std::string& path, int mode) {
     pos = path.find('/', pos + 1);
     prefix = path.substr(0, pos);
     if (prefix.empty()) continue;
-    if (::mkdir(prefix.c_str(), static_cast<mode_t>(mode)) != 0 && errno != EEXIST) {
+    if (::mkdir(prefix.c_str(), static_cast<mode_t>(mode)) == 0) {
+      if (created) created->push_back(prefix);
+    } else if (errno != EEXIST) {
       throw_errno("create directory " + prefix);
     }
   }

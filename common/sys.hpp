@@ -8,6 +8,7 @@
 #include <string_view>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 namespace oshpc::sys {
 
@@ -64,8 +65,10 @@ void set_nonblocking(int fd, bool on);
 void set_cloexec(int fd, bool on);
 
 // Creates a directory and its parents with the given mode (existing ones are kept);
-// throws SysError naming the first path that could not be made.
-void make_directories(const std::string& path, int mode = 0755);
+// throws SysError naming the first path that could not be made. With `created`, appends each
+// directory this call made, parents first (also when it throws).
+void make_directories(const std::string& path, int mode = 0755,
+                      std::vector<std::string>* created = nullptr);
 
 // Removes a tree, not following symlinks and not crossing into other mounts. Returns false
 // (and leaves the rest) when something could not be removed; never throws.

@@ -1,6 +1,5 @@
 #include "launcher/run_agreement.hpp"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -34,20 +33,6 @@ std::string name_run(const Options& options, RunKind kind, std::random_device& r
   return std::string("job-") + suffix;
 }
 
-// path and those of its ancestors that do not exist yet, deepest first.
-std::vector<std::string> missing_directories(std::string path) {
-  std::vector<std::string> missing;
-  struct stat st {};
-  while (!path.empty() && path != "/" && path != "." && ::stat(path.c_str(), &st) != 0) {
-    missing.push_back(path);
-    auto slash = path.find_last_not_of('/');
-    slash = slash == std::string::npos ? std::string::npos : path.rfind('/', slash);
-    if (slash == std::string::npos) break;
-    path.resize(slash);
-  }
-  return missing;
-}
-
 }  // namespace
 
 void check_inputs_and_name_run(const Options& options, RunKind kind, RunAgreement& run) {
@@ -65,13 +50,13 @@ void check_inputs_and_name_run(const Options& options, RunKind kind, RunAgreemen
 
 void create_run_outputs(const Options& options, const RunAgreement& run,
                         const std::function<void(const std::string& events_path)>& open_events) {
-  std::vector<std::string> created = missing_directories(run.output_dir);
+  std::vector<std::string> created;
   try {
-    sys::make_directories(run.output_dir, 0755);
+    sys::make_directories(run.output_dir, 0755, &created);
     open_events(options.events_path.empty() ? run.output_dir + "/events.jsonl"
                                             : options.events_path);
   } catch (...) {
-    for (const auto& dir : created) ::rmdir(dir.c_str());
+    for (auto dir = created.rbegin(); dir != created.rend(); ++dir) ::rmdir(dir->c_str());
     throw;
   }
 }

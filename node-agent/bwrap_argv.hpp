@@ -1,6 +1,7 @@
 // Sandbox spec -> bubblewrap argv. Pure: no system calls, unit-tested without privileges.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +18,10 @@ std::string expand_placeholders(std::string_view text, const SandboxInstance& in
 // The environment a sandbox starts with: a fixed base, the OSHPC_* identity variables, then the
 // user's variables (placeholders expanded), later entries overriding earlier ones.
 EnvironmentList sandbox_environment(const SandboxProfile& profile, const SandboxInstance& instance);
+
+// bubblewrap takes at most 9,000 arguments, those read with --args included, and each
+// environment variable costs three (--setenv KEY VALUE).
+constexpr std::size_t kMaxSandboxVariables = 2'000;
 
 // File descriptors the spawned bubblewrap inherits, by number in the spawning process.
 struct InheritedFds {

@@ -64,7 +64,6 @@ struct SandboxRunner::Running {
   // socket, so that a start signal sent after bubblewrap died fails with EPIPE, not SIGPIPE.
   sys::UniqueFd info_fd;
   sys::UniqueFd block_fd;
-  unsigned long long bwrap_start_ticks = 0;  // when bubblewrap started (/proc/PID/stat)
   std::string info_buffer;
   std::string attach_error;
   // The sandbox's pid 1 (bubblewrap's child-pid), once known. It is not our child, and it
@@ -136,52 +135,76 @@ std::string cpu_list_text(const std::vector<int>& cpus) {
   return out;
 }
 
-// Field 22 of /proc/PID/stat (the start time in clock ticks since boot) and field 2 (the
-// command name); false when the process is gone.
-bool read_process_start(pid_t pid, unsigned long long& start_ticks, std::string& name) {
+// The parent pid of pid (field 4 of /proc/PID/stat); -1 when the process is gone.
+pid_t parent_of(pid_t pid) {
   char path[40];
   std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
   sys::UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
-  if (!fd.is_open()) return false;
+  if (!fd.is_open()) return -1;
   char buf[1024];
   ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
-  if (n <= 0) return false;
-  std::string text(buf, static_cast<std::size_t>(n));
-  auto open = text.find('(');
-  auto close = text.rfind(')');
-  if (open == std::string::npos || close == std::string::npos || close < open) return false;
-  name = text.substr(open + 1, close - open - 1);
-  std::istringstream rest(text.substr(close + 1));
-  std::string field;
-  for (int i = 3; i < 22 && rest >> field; ++i) {
-  }
-  return static_cast<bool>(rest >> start_ticks);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  const char* close = std::strrchr(buf, ')');  // the command name may hold anything
+  char state = 0;
+  int parent = -1;
+  if (!close || std::sscanf(close + 1, " %c %d", &state, &parent) != 2) return -1;
+  return parent;
 }
 
-// A pidfd on pid if it is still bubblewrap's child: a bubblewrap process that started no
-// earlier than the bubblewrap we spawned. The child may have died (a mount that failed) and its
-// pid been reused; without this check we could kill an unrelated process of the user.
-sys::UniqueFd open_bwrap_child(pid_t pid, unsigned long long not_before_ticks) {
-  sys::UniqueFd pidfd(::pidfd_open(pid, 0));
-  if (!pidfd.is_open()) return {};
-  unsigned long long start_ticks = 0;
-  std::string name;
-  if (!read_process_start(pid, start_ticks, name) || name != "bwrap" ||
-      start_ticks < not_before_ticks) {
-    return {};
-  }
-  // Still alive after the check, so the pid was its own while /proc was read.
-  if (::pidfd_send_signal(pidfd.get(), 0, nullptr, 0) != 0) return {};
-  return pidfd;
+// The inode of pid's pid namespace; 0 when the process is gone.
+std::uint64_t pid_namespace_of(pid_t pid) {
+  char path[40];
+  std::snprintf(path, sizeof path, "/proc/%d/ns/pid", static_cast<int>(pid));
+  struct stat st {};
+  return ::stat(path, &st) == 0 ? st.st_ino : 0;
 }
+
+}  // namespace
+
+// A handle on the sandbox's pid 1, which bubblewrap named on info_fd; empty when that
+// process is not (or no longer) the sandbox's. It may have died (a mount that failed) and its
+// pid been taken by another process of the user, another sandbox's even: the pid counts as
+// the sandbox's only while it is bubblewrap's child (bubblewrap, not yet reaped, keeps its
+// own pid) or lives in the pid namespace bubblewrap reported. Kernels without pidfds (before
+// 5.3) get no handle, and the sandbox's end is its bubblewrap's.
+SandboxRunner::InitHandle SandboxRunner::open_sandbox_init(const Running& sandbox, pid_t pid,
+                                                           bool bwrap_reaped) {
+  InitHandle init;
+  init.pidfd = sys::UniqueFd(::pidfd_open(pid, 0));
+  if (!init.pidfd.is_open() && errno != ENOSYS) return init;
+  std::uint64_t expected_namespace = info_number(sandbox, "pid-namespace").value_or(0);
+  bool ours = (!bwrap_reaped && parent_of(pid) == sandbox.process.pid()) ||
+              (expected_namespace != 0 && pid_namespace_of(pid) == expected_namespace);
+  // Alive after the check: the pid was its own while /proc was read.
+  if (ours && init.pidfd.is_open() && ::pidfd_send_signal(init.pidfd.get(), 0, nullptr, 0) != 0) {
+    ours = false;
+  }
+  init.verified = ours;
+  if (!ours) init.pidfd.reset();
+  return init;
+}
+
+namespace {
 
 // A memfd holding bubblewrap's --setenv arguments (read with --args FD): the environment
 // reaches the sandbox without being bubblewrap's own environment, where the host's dynamic
 // loader would honour LD_PRELOAD, LD_LIBRARY_PATH and the like for bubblewrap itself, and
 // without being in its argv, which every user can read in /proc/PID/cmdline.
 sys::UniqueFd environment_args(const EnvironmentList& environment) {
+  if (environment.size() > kMaxSandboxVariables) {
+    throw std::invalid_argument("the sandbox has " + std::to_string(environment.size()) +
+                                " environment variables; at most " +
+                                std::to_string(kMaxSandboxVariables) + " fit");
+  }
   std::string args;
   for (const auto& [key, value] : environment) {
+    // A NUL would end the argument early and make the rest bubblewrap options of its own.
+    if (key.empty() || key.find_first_of(std::string_view("=\0", 2)) != std::string::npos ||
+        value.find('\0') != std::string::npos) {
+      throw std::invalid_argument("the environment variable '" + key.substr(0, key.find('\0')) +
+                                  "' has a NUL byte or an invalid name");
+    }
     args.append("--setenv").push_back('\0');
     args.append(key).push_back('\0');
     args.append(value).push_back('\0');
@@ -346,8 +369,6 @@ void SandboxRunner::spawn(std::unique_ptr<Running> sandbox, const SandboxProfile
     // the agent, which then stops the sandbox and records why, not the sandbox directly.
     options.new_process_group = true;
     sandbox->process = spawn_process(argv, options);
-    std::string name;
-    read_process_start(sandbox->process.pid(), sandbox->bwrap_start_ticks, name);
     sandbox->report_fd = std::move(report.read_end);
     sandbox->info_fd = std::move(info.read_end);
     sandbox->block_fd = std::move(block_write);
@@ -418,15 +439,23 @@ void SandboxRunner::read_reports(Running& sandbox) {
 void SandboxRunner::read_info(Running& sandbox) {
   drain_info(sandbox);
   if (!sandbox.block_fd.is_open()) return;  // let go already
-  std::optional<pid_t> pid = info_child_pid(sandbox);
-  if (!pid) return;  // not written yet
+  std::optional<std::uint64_t> child = info_number(sandbox, "child-pid");
+  if (!child) return;  // not written yet
+  auto pid = static_cast<pid_t>(*child);
 
-  // Without pidfds (kernels before 5.3) the sandbox's end is its bubblewrap's.
-  sandbox.namespace_init = open_bwrap_child(*pid, sandbox.bwrap_start_ticks);
+  InitHandle init = open_sandbox_init(sandbox, pid, false);
+  if (!init.verified) {
+    // Gone already (bubblewrap's exit will say why) or not the sandbox's: nothing may be
+    // attached to that pid, and the sandbox must not start. block_fd stays open until the
+    // sandbox is reaped: bubblewrap's child would take its closing as the start signal.
+    sandbox.process.signal(SIGKILL);
+    return;
+  }
+  sandbox.namespace_init = std::move(init.pidfd);
   bool attached = true;
   if (config_.attach_network) {
     try {
-      config_.attach_network(sandbox.instance.id, *pid);
+      config_.attach_network(sandbox.instance.id, pid);
     } catch (const std::exception& e) {
       sandbox.attach_error = e.what();
       attached = false;
@@ -460,16 +489,18 @@ void SandboxRunner::drain_info(Running& sandbox) {
   }
 }
 
-// The sandbox's pid from bubblewrap's {"child-pid": N, ...}, once it is there whole.
-std::optional<pid_t> SandboxRunner::info_child_pid(const Running& sandbox) {
+// A number from bubblewrap's info JSON ({"child-pid": N, "pid-namespace": M, ...}), once
+// it is there whole; nullopt before, or when bubblewrap does not write that key.
+std::optional<std::uint64_t> SandboxRunner::info_number(const Running& sandbox,
+                                                        std::string_view key) {
   const std::string& info = sandbox.info_buffer;
-  auto key = info.find("\"child-pid\"");
-  if (key == std::string::npos) return std::nullopt;
-  auto colon = info.find(':', key);
+  auto at = info.find("\"" + std::string(key) + "\"");
+  if (at == std::string::npos) return std::nullopt;
+  auto colon = info.find(':', at);
   if (colon == std::string::npos || info.find_first_of(",}", colon) == std::string::npos) {
     return std::nullopt;
   }
-  return static_cast<pid_t>(std::atol(info.c_str() + colon + 1));
+  return std::strtoull(info.c_str() + colon + 1, nullptr, 10);
 }
 
 // Killing bubblewrap kills the whole sandbox (--die-with-parent, then the pid namespace);
@@ -525,8 +556,9 @@ void SandboxRunner::finish(pid_t pid, int wait_status) {
     // Its bubblewrap died before we let the sandbox go on (killed while starting): the
     // sandbox's pid 1 may be waiting on block_fd, and would run the command once we close it.
     drain_info(sandbox);
-    if (auto init_pid = info_child_pid(sandbox)) {
-      sandbox.namespace_init = open_bwrap_child(*init_pid, sandbox.bwrap_start_ticks);
+    if (auto init_pid = info_number(sandbox, "child-pid")) {
+      sandbox.namespace_init =
+          open_sandbox_init(sandbox, static_cast<pid_t>(*init_pid), true).pidfd;
     }
   }
   wait_for_namespace_end(sandbox);

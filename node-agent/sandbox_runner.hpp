@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -116,7 +117,12 @@ class SandboxRunner {
   void read_reports(Running& sandbox);
   void read_info(Running& sandbox);
   static void drain_info(Running& sandbox);
-  static std::optional<pid_t> info_child_pid(const Running& sandbox);
+  static std::optional<std::uint64_t> info_number(const Running& sandbox, std::string_view key);
+  struct InitHandle {
+    sys::UniqueFd pidfd;    // empty without pidfd support, or when not verified
+    bool verified = false;  // the pid is the sandbox's pid 1
+  };
+  static InitHandle open_sandbox_init(const Running& sandbox, pid_t pid, bool bwrap_reaped);
   bool kill_sandbox(Running& sandbox);
   void wait_for_namespace_end(Running& sandbox);
   void finish(pid_t pid, int wait_status);

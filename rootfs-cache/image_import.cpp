@@ -183,6 +183,10 @@ ImageMetadata load_image_metadata(const std::string& image_path) {
     if (assignment.find('=') == std::string::npos || assignment.front() == '=') {
       throw ImageError(path + ": env entry '" + assignment + "' is not KEY=VALUE");
     }
+    if (assignment.find('\0') != std::string::npos) {
+      throw ImageError(path + ": env entry '" + assignment.substr(0, assignment.find('\0')) +
+                       "...' holds a NUL byte");
+    }
   }
   return metadata;
 }

@@ -86,7 +86,11 @@ sys::UniqueFd listen_on(const std::string& path) {
   int bind_errno = errno;
   ::umask(old_mask);
   if (rc != 0) throw sys::SysError(bind_errno, "bind the service socket " + path);
-  if (::listen(fd.get(), 128) != 0) sys::throw_errno("listen on " + path);
+  if (::listen(fd.get(), 128) != 0) {
+    sys::SysError error(errno, "listen on " + path);
+    ::unlink(path.c_str());
+    throw error;
+  }
   return fd;
 }
 
@@ -118,12 +122,13 @@ DriverServer::DriverServer(const std::string& socket_path, DriverService& servic
     builder.RegisterService(&service);
     server_ = builder.BuildAndStart();
     if (!server_) throw std::runtime_error("cannot start the gRPC server");
+    acceptor_ = std::thread([this] { accept_loop(); });
   } catch (...) {
+    if (server_) server_->Shutdown();
     if (listener_.is_open()) ::unlink(socket_path.c_str());
     if (!created_directory_.empty()) ::rmdir(created_directory_.c_str());
     throw;
   }
-  acceptor_ = std::thread([this] { accept_loop(); });
   logger()->info("serving the OpenShell compute-driver API on {}", socket_path);
 }
 

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "launcher/gateway/quantity.hpp"
+#include "node-agent/bwrap_argv.hpp"
 
 namespace oshpc::gateway {
 namespace {
@@ -78,10 +79,18 @@ void check_sizes(const api::DriverSandboxSpec& spec) {
   for (const auto& arg : spec.command()) command += arg.size() + 1;
   check_length("spec.command", command);
   std::size_t environment = 0;
+  std::size_t variables_given = 0;
   for (const auto* variables : {&spec.environment(), &spec.template_().environment()}) {
     for (const auto& [key, value] : *variables) environment += key.size() + value.size() + 2;
+    variables_given += static_cast<std::size_t>(variables->size());
   }
   check_length("the environment (spec and template)", environment);
+  // Room is left for the variables the driver sets itself.
+  constexpr std::size_t kMaxRequestVariables = node_agent::kMaxSandboxVariables - 100;
+  if (variables_given > kMaxRequestVariables) {
+    invalid("the environment (spec and template) has " + std::to_string(variables_given) +
+            " variables; at most " + std::to_string(kMaxRequestVariables) + " fit in a sandbox");
+  }
 }
 
 void check_shape(const api::DriverSandbox& sandbox) {

@@ -161,10 +161,16 @@ def test_a_command_that_is_not_an_executable_file_fails_to_run(fanout):
     assert not job.of_type("started")
 
 
-def test_a_sandbox_bubblewrap_cannot_build_fails_alone(fanout):
+@pytest.mark.parametrize("with_proxy", [False, True])
+def test_a_sandbox_bubblewrap_cannot_build_fails_alone(fanout, tmp_path, with_proxy):
     # A file bound over a directory: bubblewrap gives up after reporting the sandbox's pid,
-    # before it reads the start signal; the rank must survive sending it.
-    job = fanout.run(["-n", "4", "--bind", "/etc/hostname:/usr", "--", "true"], ranks=2)
+    # before it reads the start signal; the rank must survive sending it, and with the egress
+    # proxy the failure is still bubblewrap's, not the proxy's.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("network_policies: {}\n")
+    extra = ["--policy", str(policy)] if with_proxy else []
+    job = fanout.run(["-n", "4", "--bind", "/etc/hostname:/usr"] + extra + ["--", "true"],
+                     ranks=2)
     # A sandbox that cannot be built is the node's failure, not the command's.
     assert job.returncode == exit_codes.INFRASTRUCTURE, job.stderr
     check_every_index_once(job, 4)

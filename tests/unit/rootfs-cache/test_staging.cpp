@@ -295,6 +295,10 @@ TEST_CASE("image metadata round-trips through IMAGE.json") {
 
   std::ofstream(metadata_path(image)) << R"({"oshpc_image_metadata": 1, "env": ["NOEQUALS"]})";
   CHECK_THROWS_WITH(load_image_metadata(image), Catch::Contains("not KEY=VALUE"));
+  // A NUL would cut the variable short and smuggle what follows in as a sandbox option.
+  std::ofstream(metadata_path(image))
+      << R"({"oshpc_image_metadata": 1, "env": ["A=x\u0000--bind\u0000/\u0000/host"]})";
+  CHECK_THROWS_WITH(load_image_metadata(image), Catch::Contains("NUL byte"));
   std::ofstream(metadata_path(image)) << "{not json";
   CHECK_THROWS_AS(load_image_metadata(image), ImageError);
 }

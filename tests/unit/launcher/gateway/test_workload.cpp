@@ -90,6 +90,10 @@ TEST_CASE("malformed requests are INVALID_ARGUMENT") {
   SECTION("an environment too long for one argument of bubblewrap") {
     (*bad.mutable_spec()->mutable_environment())["BIG"] = std::string(70'000, 'x');
   }
+  SECTION("more variables than bubblewrap takes arguments for") {
+    auto& environment = *bad.mutable_spec()->mutable_environment();
+    for (int i = 0; i < 2'000; ++i) environment["V" + std::to_string(i)] = "1";
+  }
   SECTION("a request above its limit") {
     auto* resources = bad.mutable_spec()->mutable_template_()->mutable_resources();
     resources->set_cpu_request("2");
