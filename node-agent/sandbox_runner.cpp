@@ -457,7 +457,9 @@ void SandboxRunner::read_info(Running& sandbox) {
     try {
       config_.attach_network(sandbox.instance.id, pid);
     } catch (const std::exception& e) {
-      sandbox.attach_error = e.what();
+      // A sandbox that died meanwhile (a mount it could not make) is bubblewrap's failure,
+      // which its exit explains, not the proxy's.
+      if (!init_has_exited(sandbox)) sandbox.attach_error = e.what();
       attached = false;
       kill_sandbox(sandbox);
     }
@@ -501,6 +503,14 @@ std::optional<std::uint64_t> SandboxRunner::info_number(const Running& sandbox,
     return std::nullopt;
   }
   return std::strtoull(info.c_str() + colon + 1, nullptr, 10);
+}
+
+// True once the sandbox's pid 1 has exited (its pidfd turns readable then); false while it
+// runs or when there is no pidfd to tell.
+bool SandboxRunner::init_has_exited(const Running& sandbox) {
+  if (!sandbox.namespace_init.is_open()) return false;
+  pollfd ended{sandbox.namespace_init.get(), POLLIN, 0};
+  return ::poll(&ended, 1, 0) > 0;
 }
 
 // Killing bubblewrap kills the whole sandbox (--die-with-parent, then the pid namespace);

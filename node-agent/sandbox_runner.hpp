@@ -123,6 +123,7 @@ class SandboxRunner {
     bool verified = false;  // the pid is the sandbox's pid 1
   };
   static InitHandle open_sandbox_init(const Running& sandbox, pid_t pid, bool bwrap_reaped);
+  static bool init_has_exited(const Running& sandbox);
   bool kill_sandbox(Running& sandbox);
   void wait_for_namespace_end(Running& sandbox);
   void finish(pid_t pid, int wait_status);

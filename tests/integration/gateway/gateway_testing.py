@@ -36,8 +36,12 @@ class RpcFailed(AssertionError):
     """An RPC that had to succeed returned an error status."""
 
 
-def mpirun_argv(ranks, as_root):
+def mpirun_argv(ranks, as_root, stop_grace=None):
+    """stop_grace: seconds mpirun waits after forwarding a SIGTERM before it sends another and
+    then SIGKILL (Open MPI's default, 1 s, is short for a node with many sandboxes to stop)."""
     argv = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(ranks)]
+    if stop_grace is not None:
+        argv += ["--mca", "odls_base_sigkill_timeout", str(stop_grace)]
     if as_root:
         argv.append("--allow-run-as-root")
     return argv
@@ -173,7 +177,7 @@ class Service:
     """One `mpirun -np N oshpc-fanout --serve SOCKET` and a client for it."""
 
     def __init__(self, workdir, cache_dir, ranks=1, args=(), tag=None, user=None,
-                 socket_dir_mode=0o700):
+                 socket_dir_mode=0o700, stop_grace=None):
         self.workdir = pathlib.Path(workdir)
         self.cache_dir = pathlib.Path(cache_dir)
         self.ranks = ranks
@@ -181,6 +185,7 @@ class Service:
         self.tag = tag or f"gw{secrets.token_hex(3)}"
         self.user = user  # run mpirun as this user (root only)
         self.socket_dir_mode = socket_dir_mode
+        self.stop_grace = stop_grace
         self.socket_dir = self.workdir / "sock"
         self.socket = self.socket_dir / "driver.sock"
         self.output_dir = self.workdir / "out"
@@ -192,7 +197,7 @@ class Service:
     # -- lifecycle
 
     def argv(self):
-        return mpirun_argv(self.ranks, IS_ROOT and self.user is None) + [
+        return mpirun_argv(self.ranks, IS_ROOT and self.user is None, self.stop_grace) + [
             str(FANOUT), "--serve", str(self.socket), "--image", str(IMAGE),
             "--job-name", self.tag, "--cache-dir", str(self.cache_dir),
             "--output-dir", str(self.output_dir), "-v"] + self.args

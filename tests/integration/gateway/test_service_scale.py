@@ -19,7 +19,9 @@ VICTIM = "m-042"
 
 @pytest.fixture(scope="module")
 def service(start_service):
-    return start_service(RANKS, ["--slots", str(SLOTS)])
+    # A hundred sandboxes on one small machine take longer to stop than mpirun's default 1 s
+    # between its SIGTERM and SIGKILL (docs/gateway.md "Stopping").
+    return start_service(RANKS, ["--slots", str(SLOTS)], stop_grace=3)
 
 
 @pytest.fixture(scope="module")
