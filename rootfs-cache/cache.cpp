@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -134,6 +135,32 @@ void unmount_detached(const std::string& mount_point) {
   std::string err;
   int status = node_agent::run_command({"fusermount3", "-u", "-z", "-q", mount_point}, &err);
   if (status != 0) logger()->warn("cannot unmount the stale mount {}: {}", mount_point, err);
+}
+
+// Kills this user's bubblewrap processes whose arguments name something inside `dir`: the
+// half-built sandboxes of a launcher killed with SIGKILL, which may wait forever for their
+// dead parent (their parent-death signal was not armed yet). Every sandbox of a job binds
+// its workspace from the job directory, so the name alone ties a process to the dead job.
+void kill_stray_sandboxes(const std::string& dir) {
+  std::string inside = dir + "/";
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return;
+  while (dirent* entry = ::readdir(proc)) {
+    char* end = nullptr;
+    long pid = std::strtol(entry->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0' || pid == ::getpid()) continue;
+    std::string base = std::string("/proc/") + entry->d_name;
+    struct stat st {};
+    if (::stat(base.c_str(), &st) != 0 || st.st_uid != ::getuid()) continue;
+    std::string comm = read_small_file(base + "/comm");
+    if (comm != "bwrap\n") continue;
+    std::string cmdline = read_small_file(base + "/cmdline");
+    if (cmdline.find(inside) == std::string::npos) continue;
+    if (::kill(static_cast<pid_t>(pid), SIGKILL) == 0) {
+      logger()->warn("killed process {}, a sandbox left by the killed launcher of {}", pid, dir);
+    }
+  }
+  ::closedir(proc);
 }
 
 // Mount points at or under `dir` (deepest first), from /proc/self/mountinfo.
@@ -527,6 +554,7 @@ std::vector<std::string> sweep_stale_jobs(const std::string& cache_dir) {
     } else if (now - mtime_seconds(dir) < kOwnerlessGraceSeconds) {
       continue;  // probably a job between creating its directory and writing its owner
     }
+    kill_stray_sandboxes(dir);
     for (const auto& mount_point : mounts_under(dir)) unmount_detached(mount_point);
     if (sys::remove_tree(dir)) {
       swept.push_back(dir);

@@ -138,8 +138,9 @@ GcResult collect_garbage(const std::string& cache_dir, std::uint64_t max_bytes);
 void write_job_owner(const std::string& job_dir);
 
 // Removes job directories under <cache>/jobs whose owner is a dead process on this host (or
-// that have no owner file and are older than a minute), unmounting FUSE mounts left inside
-// first. Returns the directories removed. Never throws (failures are logged).
+// that have no owner file and are older than a minute), first killing the user's bubblewrap
+// processes whose arguments name the directory and unmounting FUSE mounts left inside.
+// Returns the directories removed. Never throws (failures are logged).
 std::vector<std::string> sweep_stale_jobs(const std::string& cache_dir);
 
 }  // namespace oshpc::rootfs_cache

@@ -1,7 +1,9 @@
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -255,6 +257,43 @@ TEST_CASE("the sweep removes job directories of dead launchers only") {
   CHECK(swept == std::vector<std::string>{jobs + "/dead"});
   CHECK(::access((jobs + "/alive").c_str(), F_OK) == 0);
   CHECK(::access((jobs + "/young").c_str(), F_OK) == 0);
+}
+
+TEST_CASE("the sweep kills the half-built sandboxes of a dead launcher, and only those") {
+  TempDir dir;
+  std::string cache = dir.path + "/cache";
+  open_cache_dir(cache);
+  std::string jobs = CacheLayout{cache}.jobs_dir();
+  oshpc::sys::make_directories(jobs + "/dead/rank-0", 0700);
+  std::ofstream(jobs + "/dead/owner") << "99999999 1 " << oshpc::sys::host_name() << "\n";
+  // A script's process takes the script's name: "bwrap", with bubblewrap-like arguments.
+  std::string fake = dir.path + "/bwrap";
+  std::ofstream(fake) << "#!/bin/sh\nwhile :; do sleep 1; done\n";
+  REQUIRE(::chmod(fake.c_str(), 0755) == 0);
+  auto start = [&](const std::string& workspace) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::execl(fake.c_str(), "bwrap", "--bind", workspace.c_str(), "/sandbox", nullptr);
+      ::_exit(127);
+    }
+    for (int i = 0; i < 500; ++i) {  // until the shell runs the script
+      std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+      std::string name;
+      if (std::getline(comm, name) && name == "bwrap") break;
+      ::usleep(10'000);
+    }
+    return pid;
+  };
+  pid_t stray = start(jobs + "/dead/rank-0/s-1");
+  pid_t bystander = start(dir.path + "/elsewhere");
+
+  sweep_stale_jobs(cache);
+  int status = 0;
+  REQUIRE(::waitpid(stray, &status, 0) == stray);
+  CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL));
+  CHECK(::waitpid(bystander, &status, WNOHANG) == 0);  // still running
+  ::kill(bystander, SIGKILL);
+  ::waitpid(bystander, &status, 0);
 }
 
 TEST_CASE("the cache directory must belong to the user") {
