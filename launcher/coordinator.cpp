@@ -166,7 +166,7 @@ void Coordinator::print_summary() {
 RankOutcome Coordinator::run(const LocalNode& node, const NodeSetup& setup) {
   node_agent::SandboxRunner* runner = node.runner;
   if (setup.staged_event) record(*setup.staged_event);
-  if (!runner) record(node_failed_event(0, mpi_.node_name(), setup.failure));
+  if (!runner && !setup.stopped) record(node_failed_event(0, mpi_.node_name(), setup.failure));
   working_ranks_ = mpi_.size();
 
   int stop_signal = 0;

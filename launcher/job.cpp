@@ -74,10 +74,7 @@ ExitCode run_job(const Options& options, MpiSession& mpi, SignalChannel& signals
     if (sink) sink(egress_event(decision, mpi.rank(), options.index_offset));
   };
   NodeSetup setup = set_up_node(options, mpi, job.run_id, *placement, on_egress);
-  if (setup.failure.empty() && exec_helper.empty()) setup.failure = "oshpc-exec is missing";
-  if (!setup.failure.empty() && mpi.is_node_leader()) {
-    logger()->error("node {} cannot run sandboxes: {}", mpi.node_name(), setup.failure);
-  }
+  settle_node_setup(setup, mpi, signals, !exec_helper.empty());
   sys::make_directories(job.output_dir, 0755);
 
   std::unique_ptr<node_agent::SandboxRunner> runner;

@@ -15,9 +15,8 @@ auto logger() {
 std::unique_ptr<proxy::EgressProxy> start_proxy(const Options& options,
                                                 proxy::DecisionCallback on_egress) {
   proxy::Policy policy;  // without a file: deny everything
+  // Its warnings were logged once, by rank 0, when the inputs were checked.
   if (!options.policy_path.empty()) policy = proxy::load_policy_file(options.policy_path);
-  for (const auto& warning : policy.warnings)
-    logger()->warn("{}: {}", options.policy_path, warning);
   proxy::ProxyOptions proxy_options;
   if (!options.upstream_proxy.empty()) {
     proxy_options.upstream = proxy::parse_upstream_proxy(options.upstream_proxy);
@@ -58,6 +57,19 @@ NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::
     setup.failure = e.what();
   }
   return setup;
+}
+
+void settle_node_setup(NodeSetup& setup, const MpiSession& mpi, SignalChannel& signals,
+                       bool has_exec_helper) {
+  if (setup.failure.empty() && !has_exec_helper) setup.failure = "oshpc-exec is missing";
+  if (setup.failure.empty()) return;
+  setup.stopped = signals.stop_pending();
+  if (!mpi.is_node_leader()) return;
+  if (setup.stopped) {
+    logger()->info("node {} stopped while setting up: {}", mpi.node_name(), setup.failure);
+  } else {
+    logger()->error("node {} cannot run sandboxes: {}", mpi.node_name(), setup.failure);
+  }
 }
 
 void tear_down_node(NodeSetup& setup, const MpiSession& mpi) {

@@ -11,6 +11,7 @@
 #include "launcher/mpi_session.hpp"
 #include "launcher/options.hpp"
 #include "launcher/placement.hpp"
+#include "launcher/signals.hpp"
 #include "node-agent/root_layout.hpp"
 #include "node-agent/sandbox_event.hpp"
 #include "node-agent/seccomp/seccomp_filter.hpp"
@@ -25,6 +26,9 @@ struct NodeSetup {
   std::optional<rootfs_cache::StagedImage> staged;  // held by the node leader only
   std::string rootfs;                               // empty when the node failed
   std::string failure;                              // why the node cannot run sandboxes
+  // The failure came with the job's own stop signal, which the scheduler sends to every
+  // process of the job (the image's unsquashfs too): a cancellation, not a node failure.
+  bool stopped = false;
   node_agent::RootLayout layout;
   std::vector<node_agent::SlotResources> slots;
   std::optional<node_agent::SandboxEvent> staged_event;  // leader only
@@ -40,6 +44,12 @@ struct NodeSetup {
 NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::string& run_id,
                       const RankPlacement& placement, proxy::DecisionCallback on_egress,
                       const std::vector<std::string>& extra_mount_points = {});
+
+// After set_up_node: a missing oshpc-exec fails the node too; a failure that came with the
+// job's own stop signal is marked `stopped` (the scheduler signals the image's stager with
+// the job); the node leader logs a real failure. Never throws.
+void settle_node_setup(NodeSetup& setup, const MpiSession& mpi, SignalChannel& signals,
+                       bool has_exec_helper);
 
 // The node leader unmounts the image and removes the job directory (every rank's workspaces).
 // Never throws.

@@ -414,6 +414,7 @@ Options parse_options(int argc, const char* const argv[]) {
     throw UsageError("no COMMAND given: put the sandbox command after -- (" + std::string(kUsage) +
                      ")");
   }
+  if (options.command.front().empty()) throw UsageError("COMMAND is an empty string");
   if (result.count("plan")) options.action = Action::kPlan;
   return options;
 }

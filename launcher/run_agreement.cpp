@@ -1,5 +1,6 @@
 #include "launcher/run_agreement.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -7,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "common/log.hpp"
 #include "common/sys.hpp"
 #include "launcher/mpi_session.hpp"
 #include "proxy/policy.hpp"
@@ -38,7 +40,11 @@ std::string name_run(const Options& options, RunKind kind, std::random_device& r
 void check_inputs_and_name_run(const Options& options, RunKind kind, RunAgreement& run) {
   rootfs_cache::inspect_image(options.image);
   rootfs_cache::load_image_metadata(options.image);
-  if (!options.policy_path.empty()) proxy::load_policy_file(options.policy_path);
+  if (!options.policy_path.empty()) {
+    for (const auto& warning : proxy::load_policy_file(options.policy_path).warnings) {
+      log::get("launcher")->warn("{}", warning);
+    }
+  }
   std::random_device random;
   run.job_tag = name_run(options, kind, random);
   char unique[32];
@@ -50,11 +56,22 @@ void check_inputs_and_name_run(const Options& options, RunKind kind, RunAgreemen
 
 void create_run_outputs(const Options& options, const RunAgreement& run,
                         const std::function<void(const std::string& events_path)>& open_events) {
+  std::string events_path =
+      options.events_path.empty() ? run.output_dir + "/events.jsonl" : options.events_path;
+  struct stat st {};
+  if (::stat(events_path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+    // Refusing would break a requeued Slurm job, which runs again under the same job id.
+    log::get("launcher")
+        ->warn(
+            "{} holds the events of an earlier run, which this one replaces (as it does the "
+            "sandboxes' outputs in {}): give each run its own --job-name or --output-dir to keep "
+            "them",
+            events_path, run.output_dir);
+  }
   std::vector<std::string> created;
   try {
     sys::make_directories(run.output_dir, 0755, &created);
-    open_events(options.events_path.empty() ? run.output_dir + "/events.jsonl"
-                                            : options.events_path);
+    open_events(events_path);
   } catch (...) {
     for (auto dir = created.rbegin(); dir != created.rend(); ++dir) ::rmdir(dir->c_str());
     throw;

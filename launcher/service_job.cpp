@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 
@@ -175,6 +176,7 @@ class ServiceCoordinator {
   // Everything this rank's own node reports.
   void record(const node_agent::SandboxEvent& event) {
     front_.write(event);
+    if (node_agent::is_terminal(event.type)) awaiting_end_.erase(event.index);
     if (event.type == node_agent::EventType::kNodeFailed) {
       failures_[static_cast<std::size_t>(event.rank)] = event.message;
     }
@@ -184,10 +186,10 @@ class ServiceCoordinator {
   RankOutcome run(const LocalNode& local, const NodeSetup& setup) {
     failures_.resize(static_cast<std::size_t>(mpi_.size()));
     if (setup.staged_event) record(*setup.staged_event);
-    if (!setup.failure.empty()) {
+    if (!setup.failure.empty() && !setup.stopped) {
       record(node_failed_event(0, mpi_.node_name(), setup.failure));
     }
-    front_.registry->on_rank_ready(0, setup.failure);
+    if (!setup.stopped) front_.registry->on_rank_ready(0, setup.failure);
     rank_done_[0] = true;  // rank 0 never reports to itself
     for (;;) {
       SignalsSeen seen = step_node(local, signals_, 5);
@@ -245,6 +247,7 @@ class ServiceCoordinator {
                      [this](const node_agent::SandboxEvent& event) { record(event); });
         break;
       case kTagRankReady:
+        if (message.value < 0 || stopping_) break;  // the rank is stopping with the job
         front_.registry->on_rank_ready(message.source, message.value ? "" : failure_of(rank));
         break;
       case kTagRankDone:
@@ -268,7 +271,7 @@ class ServiceCoordinator {
     stopping_ = true;
     std::string why = std::string("the allocation is ending (") + ::strsignal(signo) + ")";
     logger()->info("stopping every sandbox: {}", why);
-    front_.registry->shut_down(why);
+    for (const auto& run : front_.registry->shut_down(why)) awaiting_end_[run.handle] = run.rank;
     std::int64_t signal_number = signo;
     for (int r = 1; r < mpi_.size(); ++r) {
       if (!rank_done_[static_cast<std::size_t>(r)]) {
@@ -285,6 +288,19 @@ class ServiceCoordinator {
         ::usleep(1000);
       }
     }
+    // Runs no node ended: created while the image was staged, or on a rank that had stopped.
+    // Each run still gets its one terminal event.
+    for (const auto& [handle, rank] : awaiting_end_) {
+      node_agent::SandboxEvent event;
+      event.type = node_agent::EventType::kFailed;
+      event.wall_us = clock::wall_us();
+      event.index = handle;
+      event.rank = rank;
+      event.reason = node_agent::FailureReason::kCancelled;
+      event.message = "stopped with the service: " + why;
+      front_.write(event);
+    }
+    awaiting_end_.clear();
   }
 
   const MpiSession& mpi_;
@@ -294,6 +310,7 @@ class ServiceCoordinator {
   std::vector<bool> rank_done_;
   std::vector<std::string> failures_;
   bool stopping_ = false;
+  std::map<std::int64_t, int> awaiting_end_;  // handle -> rank, once stopping
 };
 
 // --- every other rank
@@ -307,10 +324,11 @@ class ServiceWorker {
 
   RankOutcome run(const LocalNode& local, const NodeSetup& setup) {
     if (setup.staged_event) record(*setup.staged_event);
-    if (!setup.failure.empty())
+    if (!setup.failure.empty() && !setup.stopped)
       record(node_failed_event(mpi_.rank(), mpi_.node_name(), setup.failure));
     events_.flush(true);
-    std::int64_t ready = setup.failure.empty() ? 1 : 0;
+    // 1: ready, 0: failed, -1: stopping (the job's stop signal cut the set-up short).
+    std::int64_t ready = setup.failure.empty() ? 1 : setup.stopped ? -1 : 0;
     MPI_Send(&ready, 1, MPI_INT64_T, 0, kTagRankReady, MPI_COMM_WORLD);
     for (;;) {
       SignalsSeen seen = step_node(local, signals_, 5);
@@ -387,10 +405,7 @@ ExitCode run_service(const Options& options, MpiSession& mpi, SignalChannel& sig
   };
   NodeSetup setup =
       set_up_node(options, mpi, job.run_id, *placement, on_egress, service_mount_points(options));
-  if (setup.failure.empty() && exec_helper.empty()) setup.failure = "oshpc-exec is missing";
-  if (!setup.failure.empty() && mpi.is_node_leader()) {
-    logger()->error("node {} cannot run sandboxes: {}", mpi.node_name(), setup.failure);
-  }
+  settle_node_setup(setup, mpi, signals, !exec_helper.empty());
 
   node_agent::RunnerConfig config;
   if (setup.failure.empty()) {

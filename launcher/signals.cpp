@@ -21,7 +21,7 @@ SignalChannel::SignalChannel() {
   fd_.reset(fd);
 }
 
-SignalsSeen SignalChannel::drain() {
+SignalsSeen SignalChannel::read_pending() {
   SignalsSeen seen;
   signalfd_siginfo info{};
   while (::read(fd_.get(), &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
@@ -32,6 +32,21 @@ SignalsSeen SignalChannel::drain() {
     }
   }
   return seen;
+}
+
+SignalsSeen SignalChannel::drain() {
+  SignalsSeen seen = read_pending();
+  seen.child_exited = seen.child_exited || kept_.child_exited;
+  if (kept_.stop_signal != 0) seen.stop_signal = kept_.stop_signal;
+  kept_ = {};
+  return seen;
+}
+
+bool SignalChannel::stop_pending() {
+  SignalsSeen seen = read_pending();
+  kept_.child_exited = kept_.child_exited || seen.child_exited;
+  if (kept_.stop_signal == 0) kept_.stop_signal = seen.stop_signal;
+  return kept_.stop_signal != 0;
 }
 
 }  // namespace oshpc::launcher

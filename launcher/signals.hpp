@@ -17,11 +17,16 @@ class SignalChannel {
   // the signalfd. Throws SysError.
   SignalChannel();
   int fd() const { return fd_.get(); }
-  // Reads every pending signal; never blocks, never throws.
+  // Reads every pending signal, with those stop_pending() kept; never blocks, never throws.
   SignalsSeen drain();
+  // Whether a stop signal has arrived; it stays pending for the next drain(). Never throws.
+  bool stop_pending();
 
  private:
+  SignalsSeen read_pending();
+
   sys::UniqueFd fd_;
+  SignalsSeen kept_;
 };
 
 }  // namespace oshpc::launcher

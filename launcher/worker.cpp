@@ -52,6 +52,10 @@ int Worker::receive_messages(node_agent::SandboxRunner& runner) {
 RankOutcome Worker::run(const LocalNode& node, const NodeSetup& setup) {
   node_agent::SandboxRunner* runner = node.runner;
   if (setup.staged_event) record(*setup.staged_event);
+  if (!runner && setup.stopped) {
+    send_done(true);
+    return {ExitCode::kCancelled, true};
+  }
   if (!runner) {
     record(node_failed_event(mpi_.rank(), mpi_.node_name(), setup.failure));
     send_done(false);

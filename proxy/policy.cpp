@@ -13,6 +13,10 @@
 namespace oshpc::proxy {
 namespace {
 
+// The top-level keys of an OpenShell sandbox policy; only network_policies concerns egress.
+constexpr std::string_view kPolicyKeys[] = {"version", "filesystem_policy", "landlock", "process",
+                                            "network_policies"};
+
 // Endpoint keys OpenShell defines that this proxy cannot enforce without terminating TLS.
 constexpr std::string_view kUnenforcedKeys[] = {"protocol", "tls",   "enforcement",
                                                 "access",   "rules", "deny_rules"};
@@ -25,7 +29,12 @@ class PolicyParser {
     YAML::Node root = load(text);
     if (!root || root.IsNull()) return std::move(policy_);
     if (!root.IsMap()) fail(root, "the policy must be a mapping with a network_policies key");
+    note_unknown_keys(root);
     YAML::Node rules = root["network_policies"];
+    if (!rules) {
+      // A misspelt key would otherwise deny everything without a word.
+      policy_.warnings.push_back(source_ + ": no network_policies key: all egress is denied");
+    }
     if (!rules || rules.IsNull()) return std::move(policy_);
     if (!rules.IsMap()) fail(rules, "network_policies must be a mapping of named rules");
     for (const auto& entry : rules) parse_rule(entry.first, entry.second);
@@ -149,6 +158,17 @@ class PolicyParser {
       ranges.push_back(*range);
     }
     return ranges;
+  }
+
+  void note_unknown_keys(const YAML::Node& root) {
+    for (const auto& entry : root) {
+      if (!entry.first.IsScalar()) continue;
+      const std::string& key = entry.first.Scalar();
+      if (std::find(std::begin(kPolicyKeys), std::end(kPolicyKeys), key) != std::end(kPolicyKeys))
+        continue;
+      policy_.warnings.push_back(source_ + ":" + std::to_string(entry.first.Mark().line + 1) +
+                                 ": unknown top-level key '" + key + "' (ignored)");
+    }
   }
 
   void note_unenforced_keys(const YAML::Node& node, const std::string& rule) {

@@ -380,11 +380,13 @@ void SandboxRegistry::on_run_ended(Record& record, const SandboxEvent& event) {
   publish(record);
 }
 
-void SandboxRegistry::shut_down(const std::string& why) {
+std::vector<SandboxRegistry::UnfinishedRun> SandboxRegistry::shut_down(const std::string& why) {
   std::lock_guard lock(mutex_);
-  if (!shut_down_reason_.empty()) return;
+  std::vector<UnfinishedRun> unfinished;
+  if (!shut_down_reason_.empty()) return unfinished;
   for (auto& [id, record] : records_) {
     if (!record->run_outstanding) continue;
+    unfinished.push_back({record->handle, record->rank});
     record->run_outstanding = false;
     set_ready(*record, "False", reason::kStopped, why);
     publish(*record);
@@ -397,6 +399,7 @@ void SandboxRegistry::shut_down(const std::string& why) {
     }
   }
   changed_.notify_all();
+  return unfinished;
 }
 
 void SandboxRegistry::set_ready(Record& record, const std::string& status, const std::string& why,

@@ -105,8 +105,13 @@ class SandboxRegistry {
   // What a node reported about one of its sandboxes (index = handle).
   void on_event(const node_agent::SandboxEvent& event);
   // The allocation ends: every sandbox is reported stopped, waiters return, streams end with
-  // UNAVAILABLE and new requests are refused.
-  void shut_down(const std::string& why);
+  // UNAVAILABLE and new requests are refused. Returns the runs that had no terminal event
+  // yet (started or not): their nodes may still report one, else the caller writes it.
+  struct UnfinishedRun {
+    std::int64_t handle;
+    int rank;
+  };
+  std::vector<UnfinishedRun> shut_down(const std::string& why);
 
  private:
   struct Record;

@@ -104,6 +104,7 @@ void check_shape(const api::DriverSandbox& sandbox) {
   for (int i = 0; i < spec.command_size(); ++i) {
     check_text("spec.command[" + std::to_string(i) + "]", spec.command(i));
   }
+  if (spec.command_size() > 0 && spec.command(0).empty()) invalid("spec.command[0] is empty");
   check_variables("spec.environment", spec.environment());
   check_text("spec.template.image", spec.template_().image());
   check_variables("spec.template.environment", spec.template_().environment());

@@ -223,6 +223,7 @@ def test_an_event_file_that_cannot_be_opened_leaves_nothing(fanout, tmp_path):
     (["-n", "0", "--", "true"], exit_codes.USAGE, "--count must be at least 1"),
     (["-n", "2", "--frobnicate", "--", "true"], exit_codes.USAGE, "frobnicate"),
     (["-n", "2"], exit_codes.USAGE, "no COMMAND"),
+    (["-n", "2", "--", ""], exit_codes.USAGE, "COMMAND is an empty string"),
     (["-n", "2", "--bind", "/nonexistent:/x", "--", "true"], exit_codes.USAGE, "does not exist"),
 ])
 def test_usage_errors(fanout, args, code, message):
@@ -267,6 +268,29 @@ def test_a_stop_signal_stops_everything_and_every_sandbox_gets_its_end(fanout, s
     assert "cancelled" in job.stderr
     assert wait_for(lambda: not my_processes("sleep", "60"), timeout=10), "sandbox processes left"
     check_nothing_left(fanout, job)
+
+
+def test_a_stop_while_the_image_is_unpacked_is_a_cancellation(fanout):
+    """The scheduler's SIGTERM reaches the image's unsquashfs too: the job is cancelled, no
+    node failed."""
+    proc, name = fanout.start(["-n", "4", "--stage-method", "extract", "--", "true"], ranks=2)
+    assert wait_for(lambda: my_processes("unsquashfs", fanout.cache_dir), timeout=60), "the image was not unpacked"
+    proc.send_signal(signal.SIGTERM)
+    job = fanout.finish(proc, name)
+    check_every_index_once(job, 4)
+    assert all(e.get("reason") == "cancelled" for e in job.terminal()), job.terminal()
+    assert not job.of_type("node_failed"), job.stderr
+    assert "cannot run sandboxes" not in job.stderr
+    check_nothing_left(fanout, job)
+
+
+def test_a_second_run_under_the_same_name_warns_that_it_replaces_the_first(fanout):
+    first = fanout.run(["-n", "2", "-q", "--", "true"], name="same")
+    assert first.returncode == exit_codes.OK, first.stderr
+    second = fanout.run(["-n", "1", "--", "true"], name="same")
+    assert second.returncode == exit_codes.OK, second.stderr
+    assert "holds the events of an earlier run" in second.stderr
+    assert "holds the events" not in first.stderr
 
 
 def test_plan_creates_nothing(fanout):

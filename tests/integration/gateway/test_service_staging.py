@@ -2,8 +2,11 @@
 the gateway can create sandboxes that wait for the image (Ready False/DependenciesNotReady),
 and progress names each step. The image is extracted (--stage-method extract) into a cache of
 this module's own, so that staging takes long enough to be seen, as root too."""
+import json
+
 import pytest
 
+import exit_codes
 from gateway_testing import Service, ready_condition, ready_state
 
 PROGRESS = "openshell.progress."
@@ -80,3 +83,24 @@ def test_a_sandbox_created_once_staged_skips_the_image_step(service, watch):
     assert service.call("delete", "late") == {"deleted": True}
     for sandbox_id in ("early", "early-stop", "sync"):
         assert service.call("delete", sandbox_id) == {"deleted": True}
+
+
+def test_a_stop_while_staging_ends_every_waiting_sandbox_in_the_event_file(tmp_path_factory):
+    """The allocation ends while the image is still extracted (the scheduler's SIGTERM reaches
+    the extraction too): a cancellation, not a node failure, and each sandbox that waited for
+    the image gets its one terminal event."""
+    workdir = tmp_path_factory.mktemp("gw-staging-stop")
+    service = Service(workdir, workdir / "cache", 2, ["--stage-method", "extract"])
+    service.start()
+    for sandbox_id in ("w-1", "w-2"):
+        service.create(sandbox_id)
+    assert ready_state(service.get("w-1")) == ("False", "DependenciesNotReady")
+    service.terminate()
+    events = [json.loads(line)
+              for line in (service.output_dir / "events.jsonl").read_text().splitlines()]
+    terminal = [e for e in events if e["event"] in ("exited", "failed")]
+    assert sorted(e["index"] for e in terminal) == [0, 1], terminal
+    assert all(e.get("reason") == "cancelled" for e in terminal), terminal
+    assert not [e for e in events if e["event"] == "node_failed"], events
+    assert "cannot run sandboxes" not in service.stderr_path.read_text()
+    service.stop_and_check()

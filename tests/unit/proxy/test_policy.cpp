@@ -126,6 +126,16 @@ TEST_CASE("L7 keys are accepted with a warning that they are not enforced") {
   CHECK(policy.warnings[0].find("p.yaml:6: network_policies.a.endpoints[0].protocol") == 0);
 }
 
+TEST_CASE("a misspelt or unknown top-level key is named in a warning") {
+  Policy typo = parse_policy("version: 1\nnetwork_policy:\n  a: {}\n", "p.yaml");
+  CHECK(typo.endpoints.empty());
+  REQUIRE(typo.warnings.size() == 2);
+  CHECK(typo.warnings[0] == "p.yaml:2: unknown top-level key 'network_policy' (ignored)");
+  CHECK(typo.warnings[1] == "p.yaml: no network_policies key: all egress is denied");
+  // An explicitly empty rule set denies everything too, as meant: no warning.
+  CHECK(parse_policy("network_policies: {}\n", "p.yaml").warnings.empty());
+}
+
 TEST_CASE("a missing policy file is a system error naming the path") {
   CHECK_THROWS_WITH(load_policy_file("/nonexistent/p.yaml"),
                     Catch::Contains("/nonexistent/p.yaml") && Catch::Contains("No such file"));

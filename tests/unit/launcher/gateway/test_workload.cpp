@@ -90,6 +90,11 @@ TEST_CASE("malformed requests are INVALID_ARGUMENT") {
   SECTION("an environment too long for one argument of bubblewrap") {
     (*bad.mutable_spec()->mutable_environment())["BIG"] = std::string(70'000, 'x');
   }
+  SECTION("an empty program name") {
+    bad.mutable_spec()->clear_command();
+    bad.mutable_spec()->add_command("");
+    bad.mutable_spec()->add_command("x");
+  }
   SECTION("more variables than bubblewrap takes arguments for") {
     auto& environment = *bad.mutable_spec()->mutable_environment();
     for (int i = 0; i < 2'000; ++i) environment["V" + std::to_string(i)] = "1";
