@@ -169,9 +169,11 @@ RankOutcome Coordinator::run(const LocalNode& node, const NodeSetup& setup) {
   if (!runner && !setup.stopped) record(node_failed_event(0, mpi_.node_name(), setup.failure));
   working_ranks_ = mpi_.size();
 
-  int stop_signal = 0;
+  // A set-up cut short by the job's stop kept that stop pending: with no runner and no other
+  // rank there would be no step to see it.
+  int stop_signal = setup.stopped ? signals_.drain().stop_signal : 0;
   int timeout_ms = mpi_.size() > 1 ? 1 : 50;
-  while (!everything_finished(runner)) {
+  while (!stop_signal && !everything_finished(runner)) {
     SignalsSeen seen = step_node(node, signals_, timeout_ms);
     if (seen.stop_signal) {
       stop_signal = seen.stop_signal;

@@ -62,8 +62,13 @@ NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::
 void settle_node_setup(NodeSetup& setup, const MpiSession& mpi, SignalChannel& signals,
                        bool has_exec_helper) {
   if (setup.failure.empty() && !has_exec_helper) setup.failure = "oshpc-exec is missing";
+  // The scheduler signals one process group after another: the rank whose stager died of
+  // the signal has it, its node peers may not yet. They agree on what the node saw.
+  int stop_seen = signals.stop_pending() ? 1 : 0;
+  int node_saw_stop = 0;
+  MPI_Allreduce(&stop_seen, &node_saw_stop, 1, MPI_INT, MPI_MAX, mpi.node_comm());
   if (setup.failure.empty()) return;
-  setup.stopped = signals.stop_pending();
+  setup.stopped = node_saw_stop != 0;
   if (!mpi.is_node_leader()) return;
   if (setup.stopped) {
     logger()->info("node {} stopped while setting up: {}", mpi.node_name(), setup.failure);

@@ -60,7 +60,8 @@ void create_run_outputs(const Options& options, const RunAgreement& run,
       options.events_path.empty() ? run.output_dir + "/events.jsonl" : options.events_path;
   struct stat st {};
   if (::stat(events_path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
-    // Refusing would break a requeued Slurm job, which runs again under the same job id.
+    // Refusing would break a requeued Slurm job given --job-name "x-$SLURM_JOB_ID" (as in
+    // the examples): it runs again under the same job id.
     log::get("launcher")
         ->warn(
             "{} holds the events of an earlier run, which this one replaces (as it does the "

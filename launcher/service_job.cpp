@@ -222,21 +222,30 @@ class ServiceCoordinator {
   // A rank that stopped by itself reads no more commands; it killed its sandboxes and its
   // node's files went with it, so the answers are known.
   void answer_for_stopped_rank(const gateway::NodeCommand& command) {
-    node_agent::SandboxEvent event;
-    event.wall_us = clock::wall_us();
-    event.index = command.handle;
-    event.rank = command.rank;
     if (command.kind == gateway::NodeCommandKind::kLaunch) {
-      event.type = node_agent::EventType::kFailed;
-      event.reason = node_agent::FailureReason::kNodeFailed;
-      event.message = "rank " + std::to_string(command.rank) + " on " +
-                      mpi_.node_of_rank()[static_cast<std::size_t>(command.rank)] + " has stopped";
+      record(rank_stopped_event(command.handle, command.rank));
     } else if (command.kind == gateway::NodeCommandKind::kRemove) {
+      node_agent::SandboxEvent event;
       event.type = node_agent::EventType::kRemoved;
-    } else {
-      return;  // a stop: the run ended when the rank stopped
+      event.wall_us = clock::wall_us();
+      event.index = command.handle;
+      event.rank = command.rank;
+      record(event);
     }
-    record(event);
+    // A stop: the run ended when the rank stopped.
+  }
+
+  // The end of a run on a rank that stopped without reporting it.
+  node_agent::SandboxEvent rank_stopped_event(std::int64_t handle, int rank) const {
+    node_agent::SandboxEvent event;
+    event.type = node_agent::EventType::kFailed;
+    event.wall_us = clock::wall_us();
+    event.index = handle;
+    event.rank = rank;
+    event.reason = node_agent::FailureReason::kNodeFailed;
+    event.message = "rank " + std::to_string(rank) + " on " +
+                    mpi_.node_of_rank()[static_cast<std::size_t>(rank)] + " has stopped";
+    return event;
   }
 
   void on_message(const RankMessage& message) {
@@ -256,6 +265,11 @@ class ServiceCoordinator {
           logger()->warn("rank {} on {} stopped by itself; its sandboxes were stopped",
                          message.source, mpi_.node_of_rank()[rank]);
           front_.registry->on_rank_ready(message.source, "the rank has stopped");
+          // Its own reports came before this message (MPI keeps one sender's order): runs
+          // still open there will never be reported.
+          for (std::int64_t handle : front_.registry->open_runs_on(message.source)) {
+            record(rank_stopped_event(handle, message.source));
+          }
         }
         break;
       default:

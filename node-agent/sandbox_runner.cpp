@@ -9,11 +9,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-// glibc 2.36 declares the pidfd functions without C linkage for C++ (fixed in 2.37).
-extern "C" {
-#include <sys/pidfd.h>
-}
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +18,7 @@ extern "C" {
 
 #include "common/clock.hpp"
 #include "common/log.hpp"
+#include "common/pidfd.hpp"
 #include "common/sys.hpp"
 #include "node-agent/bwrap_argv.hpp"
 #include "node-agent/process.hpp"
@@ -505,12 +501,17 @@ std::optional<std::uint64_t> SandboxRunner::info_number(const Running& sandbox,
   return std::strtoull(info.c_str() + colon + 1, nullptr, 10);
 }
 
-// True once the sandbox's pid 1 has exited (its pidfd turns readable then); false while it
-// runs or when there is no pidfd to tell.
+// True once the sandbox's pid 1 has exited (its pidfd turns readable then), waiting up to
+// 200 ms: a process loses its namespaces before its exit is signalled, so a dying sandbox
+// can fail an attach a moment before its pidfd says so. False when there is no pidfd.
 bool SandboxRunner::init_has_exited(const Running& sandbox) {
   if (!sandbox.namespace_init.is_open()) return false;
   pollfd ended{sandbox.namespace_init.get(), POLLIN, 0};
-  return ::poll(&ended, 1, 0) > 0;
+  int ready;
+  do {
+    ready = ::poll(&ended, 1, 200);
+  } while (ready < 0 && errno == EINTR);
+  return ready > 0;
 }
 
 // Killing bubblewrap kills the whole sandbox (--die-with-parent, then the pid namespace);

@@ -21,6 +21,7 @@
 
 #include "common/clock.hpp"
 #include "common/log.hpp"
+#include "common/pidfd.hpp"
 #include "node-agent/process.hpp"
 #include "rootfs-cache/errors.hpp"
 
@@ -152,11 +153,15 @@ void kill_stray_sandboxes(const std::string& dir) {
     std::string base = std::string("/proc/") + entry->d_name;
     struct stat st {};
     if (::stat(base.c_str(), &st) != 0 || st.st_uid != ::getuid()) continue;
+    sys::UniqueFd pidfd(::pidfd_open(static_cast<pid_t>(pid), 0));
+    if (!pidfd.is_open()) continue;
     std::string comm = read_small_file(base + "/comm");
     if (comm != "bwrap\n") continue;
     std::string cmdline = read_small_file(base + "/cmdline");
     if (cmdline.find(inside) == std::string::npos) continue;
-    if (::kill(static_cast<pid_t>(pid), SIGKILL) == 0) {
+    // Signalled through the pidfd: if the process read above was a newer one with the same
+    // pid, the one held has exited and nothing is killed.
+    if (::pidfd_send_signal(pidfd.get(), SIGKILL, nullptr, 0) == 0) {
       logger()->warn("killed process {}, a sandbox left by the killed launcher of {}", pid, dir);
     }
   }

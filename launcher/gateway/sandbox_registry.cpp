@@ -332,6 +332,15 @@ void SandboxRegistry::on_rank_ready(int rank, const std::string& failure) {
   }
 }
 
+std::vector<std::int64_t> SandboxRegistry::open_runs_on(int rank) const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::int64_t> handles;
+  for (const auto& [id, record] : records_) {
+    if (record->rank == rank && record->run_outstanding) handles.push_back(record->handle);
+  }
+  return handles;
+}
+
 void SandboxRegistry::on_event(const SandboxEvent& event) {
   std::lock_guard lock(mutex_);
   Record* record = find_handle(event.index);

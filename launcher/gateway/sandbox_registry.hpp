@@ -102,6 +102,8 @@ class SandboxRegistry {
   std::vector<NodeCommand> take_commands();
   // A rank finished setting up its node: ready to run sandboxes, or not (failure says why).
   void on_rank_ready(int rank, const std::string& failure);
+  // The handles of runs on `rank` that have no terminal event yet.
+  std::vector<std::int64_t> open_runs_on(int rank) const;
   // What a node reported about one of its sandboxes (index = handle).
   void on_event(const node_agent::SandboxEvent& event);
   // The allocation ends: every sandbox is reported stopped, waiters return, streams end with

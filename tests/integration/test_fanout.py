@@ -270,10 +270,12 @@ def test_a_stop_signal_stops_everything_and_every_sandbox_gets_its_end(fanout, s
     check_nothing_left(fanout, job)
 
 
-def test_a_stop_while_the_image_is_unpacked_is_a_cancellation(fanout):
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_a_stop_while_the_image_is_unpacked_is_a_cancellation(fanout, ranks):
     """The scheduler's SIGTERM reaches the image's unsquashfs too: the job is cancelled, no
     node failed."""
-    proc, name = fanout.start(["-n", "4", "--stage-method", "extract", "--", "true"], ranks=2)
+    proc, name = fanout.start(["-n", "4", "--stage-method", "extract", "--", "true"],
+                              ranks=ranks)
     assert wait_for(lambda: my_processes("unsquashfs", fanout.cache_dir), timeout=60), "the image was not unpacked"
     proc.send_signal(signal.SIGTERM)
     job = fanout.finish(proc, name)
