@@ -441,6 +441,8 @@ void SandboxRunner::read_info(Running& sandbox) {
 
   InitHandle init = open_sandbox_init(sandbox, pid, false);
   if (!init.verified) {
+    logger()->debug("sandbox {}: pid {} from bubblewrap is not its child (any more)",
+                    sandbox.instance.id, pid);
     // Gone already (bubblewrap's exit will say why) or not the sandbox's: nothing may be
     // attached to that pid, and the sandbox must not start. block_fd stays open until the
     // sandbox is reaped: bubblewrap's child would take its closing as the start signal.
@@ -563,10 +565,11 @@ void SandboxRunner::finish(pid_t pid, int wait_status) {
   auto node = running_.extract(pid);
   Running& sandbox = *node.mapped();
   sandbox.process.mark_reaped();
-  if (sandbox.block_fd.is_open() && sandbox.info_fd.is_open()) {
-    // Its bubblewrap died before we let the sandbox go on (killed while starting): the
-    // sandbox's pid 1 may be waiting on block_fd, and would run the command once we close it.
-    drain_info(sandbox);
+  if (sandbox.block_fd.is_open() && !sandbox.namespace_init.is_open()) {
+    // Its bubblewrap died before we let the sandbox go on (killed while starting, or its pid
+    // not verified): the sandbox's pid 1 may be waiting on block_fd, and would run the
+    // command once we close it. bubblewrap is gone, so its info is complete by now.
+    if (sandbox.info_fd.is_open()) drain_info(sandbox);
     if (auto init_pid = info_number(sandbox, "child-pid")) {
       sandbox.namespace_init =
           open_sandbox_init(sandbox, static_cast<pid_t>(*init_pid), true).pidfd;
