@@ -535,9 +535,15 @@ void write_job_owner(const std::string& job_dir) {
   pid_t pid = ::getpid();
   std::string text =
       std::to_string(pid) + " " + process_start_time(pid) + " " + sys::host_name() + "\n";
+  // Written aside and renamed into place: another job's sweep must never read it half
+  // written, which would look like a dead owner and cost this job its directory.
   std::string path = job_dir + "/owner";
-  sys::UniqueFd fd = sys::open_file(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  sys::write_all(fd.get(), text, path);
+  std::string partial = path + ".partial";
+  {
+    sys::UniqueFd fd = sys::open_file(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    sys::write_all(fd.get(), text, partial);
+  }
+  if (::rename(partial.c_str(), path.c_str()) != 0) sys::throw_errno("publish " + path);
 }
 
 std::vector<std::string> sweep_stale_jobs(const std::string& cache_dir) {
@@ -553,9 +559,9 @@ std::vector<std::string> sweep_stale_jobs(const std::string& cache_dir) {
   std::int64_t now = clock::wall_us() / 1'000'000;
   for (const auto& name : names) {
     std::string dir = jobs + "/" + name;
-    std::string owner_path = dir + "/owner";
-    if (::access(owner_path.c_str(), F_OK) == 0) {
-      if (owner_is_alive(read_small_file(owner_path))) continue;
+    std::string owner = read_small_file(dir + "/owner");
+    if (!owner.empty()) {
+      if (owner_is_alive(owner)) continue;
     } else if (now - mtime_seconds(dir) < kOwnerlessGraceSeconds) {
       continue;  // probably a job between creating its directory and writing its owner
     }
