@@ -152,6 +152,21 @@ def my_processes(name, mentioning=None):
     return found
 
 
+def describe_processes(pids):
+    """pid, parent, state and command line of each process (for a failure message)."""
+    lines = []
+    for pid in pids:
+        try:
+            status = pathlib.Path(f"/proc/{pid}/status").read_text()
+            cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        lines.append(f"{pid} ppid={fields.get('PPid', '?').strip()} "
+                     f"state={fields.get('State', '?').strip()} {cmdline.decode(errors='replace')}")
+    return "; ".join(lines)
+
+
 def mounts_under(path):
     path = str(path)
     with open("/proc/self/mountinfo") as f:
