@@ -114,16 +114,10 @@ void Coordinator::fail_remaining(node_agent::FailureReason reason, const std::st
   // Sandboxes never granted, and granted ones whose rank never reported their end.
   for (std::int64_t index = 0; index < options_.count; ++index) {
     if (event_log_.has_terminal(index)) continue;
-    node_agent::SandboxEvent event;
-    event.type = node_agent::EventType::kFailed;
-    event.wall_us = clock::wall_us();
-    event.index = index;
     auto grant = std::upper_bound(grants_.begin(), grants_.end(), index,
                                   [](std::int64_t i, const GrantRecord& g) { return i < g.first; });
-    event.rank = grant == grants_.begin() ? 0 : std::prev(grant)->rank;
-    event.reason = reason;
-    event.message = message;
-    event_log_.record(event);
+    int rank = grant == grants_.begin() ? 0 : std::prev(grant)->rank;
+    event_log_.record(node_agent::failed_event(index, rank, reason, message));
   }
 }
 

@@ -237,15 +237,10 @@ class ServiceCoordinator {
 
   // The end of a run on a rank that stopped without reporting it.
   node_agent::SandboxEvent rank_stopped_event(std::int64_t handle, int rank) const {
-    node_agent::SandboxEvent event;
-    event.type = node_agent::EventType::kFailed;
-    event.wall_us = clock::wall_us();
-    event.index = handle;
-    event.rank = rank;
-    event.reason = node_agent::FailureReason::kNodeFailed;
-    event.message = "rank " + std::to_string(rank) + " on " +
-                    mpi_.node_of_rank()[static_cast<std::size_t>(rank)] + " has stopped";
-    return event;
+    return node_agent::failed_event(handle, rank, node_agent::FailureReason::kNodeFailed,
+                                    "rank " + std::to_string(rank) + " on " +
+                                        mpi_.node_of_rank()[static_cast<std::size_t>(rank)] +
+                                        " has stopped");
   }
 
   void on_message(const RankMessage& message) {
@@ -305,14 +300,8 @@ class ServiceCoordinator {
     // Runs no node ended: created while the image was staged, or on a rank that had stopped.
     // Each run still gets its one terminal event.
     for (const auto& [handle, rank] : awaiting_end_) {
-      node_agent::SandboxEvent event;
-      event.type = node_agent::EventType::kFailed;
-      event.wall_us = clock::wall_us();
-      event.index = handle;
-      event.rank = rank;
-      event.reason = node_agent::FailureReason::kCancelled;
-      event.message = "stopped with the service: " + why;
-      front_.write(event);
+      front_.write(node_agent::failed_event(handle, rank, node_agent::FailureReason::kCancelled,
+                                            "stopped with the service: " + why));
     }
     awaiting_end_.clear();
   }

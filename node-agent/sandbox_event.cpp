@@ -1,5 +1,7 @@
 #include "node-agent/sandbox_event.hpp"
 
+#include "common/clock.hpp"
+
 namespace oshpc::node_agent {
 
 std::string_view event_type_name(EventType type) {
@@ -42,6 +44,17 @@ std::string_view failure_reason_name(FailureReason reason) {
       return "stopped";
   }
   return "unknown";
+}
+
+SandboxEvent failed_event(std::int64_t index, int rank, FailureReason reason, std::string message) {
+  SandboxEvent event;
+  event.type = EventType::kFailed;
+  event.wall_us = clock::wall_us();
+  event.index = index;
+  event.rank = rank;
+  event.reason = reason;
+  event.message = std::move(message);
+  return event;
 }
 
 }  // namespace oshpc::node_agent

@@ -63,6 +63,10 @@ struct SandboxEvent {
   std::int64_t bytes_down = 0;
 };
 
+// A `failed` terminal event stamped now, for a sandbox whose end no runner reported (never
+// started, cancelled, or on a rank that stopped). Never throws.
+SandboxEvent failed_event(std::int64_t index, int rank, FailureReason reason, std::string message);
+
 inline bool is_terminal(EventType type) {
   return type == EventType::kExited || type == EventType::kFailed;
 }

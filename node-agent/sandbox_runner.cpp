@@ -669,14 +669,7 @@ SandboxEvent SandboxRunner::terminal_event(Running& sandbox, int wait_status) co
 }
 
 void SandboxRunner::fail_unstarted(std::int64_t index, FailureReason reason, std::string message) {
-  SandboxEvent event;
-  event.type = EventType::kFailed;
-  event.wall_us = clock::wall_us();
-  event.index = index;
-  event.rank = config_.rank;
-  event.reason = reason;
-  event.message = std::move(message);
-  sink_(std::move(event));
+  sink_(failed_event(index, config_.rank, reason, std::move(message)));
 }
 
 std::int64_t SandboxRunner::enforce_timeouts() {

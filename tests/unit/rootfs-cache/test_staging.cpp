@@ -241,31 +241,39 @@ TEST_CASE("gc evicts least recently used entries, never one in use") {
   CHECK(list_cache(cache).empty());
 }
 
-TEST_CASE("the sweep removes job directories of dead launchers only") {
-  TempDir dir;
-  std::string cache = dir.path + "/cache";
+// A cache whose jobs directory holds "dead": the job directory of a launcher that is gone.
+// Returns the jobs directory.
+std::string cache_with_dead_job(const std::string& cache) {
   open_cache_dir(cache);
   std::string jobs = CacheLayout{cache}.jobs_dir();
-  oshpc::sys::make_directories(jobs + "/alive", 0700);
-  write_job_owner(jobs + "/alive");
   oshpc::sys::make_directories(jobs + "/dead/rank-0", 0700);
   // pid_max is at most 2^22: this pid cannot exist.
   std::ofstream(jobs + "/dead/owner") << "99999999 1 " << oshpc::sys::host_name() << "\n";
+  return jobs;
+}
+
+TEST_CASE("the sweep removes job directories of dead launchers only") {
+  TempDir dir;
+  std::string cache = dir.path + "/cache";
+  std::string jobs = cache_with_dead_job(cache);
+  oshpc::sys::make_directories(jobs + "/alive", 0700);
+  write_job_owner(jobs + "/alive");
   oshpc::sys::make_directories(jobs + "/young", 0700);  // no owner file yet
+  oshpc::sys::make_directories(jobs + "/starting", 0700);
+  std::ofstream(jobs + "/starting/owner");  // empty: as a reader could see one being written
 
   auto swept = sweep_stale_jobs(cache);
   CHECK(swept == std::vector<std::string>{jobs + "/dead"});
   CHECK(::access((jobs + "/alive").c_str(), F_OK) == 0);
   CHECK(::access((jobs + "/young").c_str(), F_OK) == 0);
+  CHECK(::access((jobs + "/starting").c_str(), F_OK) == 0);
+  CHECK(::access((jobs + "/alive/owner.partial").c_str(), F_OK) != 0);
 }
 
 TEST_CASE("the sweep kills the half-built sandboxes of a dead launcher, and only those") {
   TempDir dir;
   std::string cache = dir.path + "/cache";
-  open_cache_dir(cache);
-  std::string jobs = CacheLayout{cache}.jobs_dir();
-  oshpc::sys::make_directories(jobs + "/dead/rank-0", 0700);
-  std::ofstream(jobs + "/dead/owner") << "99999999 1 " << oshpc::sys::host_name() << "\n";
+  std::string jobs = cache_with_dead_job(cache);
   // A script's process takes the script's name: "bwrap", with bubblewrap-like arguments.
   std::string fake = dir.path + "/bwrap";
   std::ofstream(fake) << "#!/bin/sh\nwhile :; do sleep 1; done\n";
