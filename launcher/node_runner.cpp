@@ -111,6 +111,13 @@ std::string find_exec_helper() {
 void wait_for_node_peers(const MpiSession& mpi, SignalChannel& signals, std::int64_t limit_us) {
   MPI_Request request;
   MPI_Ibarrier(mpi.node_comm(), &request);
+  if (!mpi.is_node_leader()) {
+    // Only the leader has something to wait for. The others must not give up: an abandoned
+    // barrier crashes MPI_Finalize once its communicator is freed (seen as a segfault that
+    // made mpirun kill the leader mid tear-down and leave the job directory behind).
+    MPI_Wait(&request, MPI_STATUS_IGNORE);
+    return;
+  }
   std::int64_t deadline = limit_us > 0 ? clock::mono_us() + limit_us : 0;
   int done = 0;
   while (!done) {

@@ -40,7 +40,8 @@ node_agent::SandboxEvent egress_event(const proxy::ProxyDecision& decision, int 
 std::string find_exec_helper();
 
 // Waits until every rank of the node is done with the staged image, so the leader does not
-// unmount it under running sandboxes. Gives up on a stop signal, or after `limit_us` if set.
+// unmount it under running sandboxes. The leader gives up on a stop signal, or after
+// `limit_us` if set; the other ranks wait for the leader.
 void wait_for_node_peers(const MpiSession& mpi, SignalChannel& signals, std::int64_t limit_us);
 
 }  // namespace oshpc::launcher
