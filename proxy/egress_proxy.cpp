@@ -200,7 +200,7 @@ class EgressProxy::Impl {
         on_decision_(std::move(on_decision)),
         epoll_(::epoll_create1(EPOLL_CLOEXEC)),
         resolver_(options_.resolver_threads),
-        pipes_(options_.buffer_bytes, kIdlePipes),
+        pipes_(options_.buffer_bytes, kIdlePipes, options_.bulk_pipe_bytes, options_.bulk_pipes),
         log_(log::get("proxy")) {
     if (!epoll_.is_open()) sys::throw_errno("create the proxy epoll fd");
     watch(resolver_.event_fd(), token(0, kTagResolver), EPOLLIN, EPOLL_CTL_ADD);

@@ -26,7 +26,27 @@ IoResult moved(ssize_t bytes) {
 
 // ---- PipePool ----
 
-std::optional<KernelPipe> PipePool::take() {
+std::optional<KernelPipe> PipePool::take(bool bulk) {
+  if (bulk && !idle_bulk_.empty()) {
+    KernelPipe pipe = std::move(idle_bulk_.back());
+    idle_bulk_.pop_back();
+    return pipe;
+  }
+  std::optional<KernelPipe> pipe = take_small();
+  if (!pipe || !bulk || bulk_refused_ || bulk_in_use_ >= max_bulk_) return pipe;
+  // Grow it: F_SETPIPE_SZ on an empty pipe cannot lose bytes. Past the user's limits the
+  // kernel says EPERM and the pipe keeps its size.
+  int granted = ::fcntl(pipe->write_end.get(), F_SETPIPE_SZ, static_cast<int>(bulk_capacity_));
+  if (granted < 0 || static_cast<std::size_t>(granted) <= capacity_) {
+    bulk_refused_ = true;
+    return pipe;
+  }
+  pipe->capacity = static_cast<std::size_t>(granted);
+  pipe->bulk = BulkSlot(&bulk_in_use_);
+  return pipe;
+}
+
+std::optional<KernelPipe> PipePool::take_small() {
   if (!idle_.empty()) {
     KernelPipe pipe = std::move(idle_.back());
     idle_.pop_back();
@@ -34,7 +54,7 @@ std::optional<KernelPipe> PipePool::take() {
   }
   int fds[2];
   if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return std::nullopt;
-  KernelPipe pipe{sys::UniqueFd(fds[0]), sys::UniqueFd(fds[1]), 0, 0};
+  KernelPipe pipe{sys::UniqueFd(fds[0]), sys::UniqueFd(fds[1]), 0, 0, {}};
   // The pipe's capacity is the channel's memory bound. Raising it can fail for an ordinary
   // user past /proc/sys/fs/pipe-max-size or pipe-user-pages-soft (EPERM): keep what we got.
   int granted = ::fcntl(pipe.write_end.get(), F_SETPIPE_SZ, static_cast<int>(capacity_));
@@ -45,7 +65,12 @@ std::optional<KernelPipe> PipePool::take() {
 }
 
 void PipePool::give_back(KernelPipe pipe) {
-  if (pipe.queued == 0 && idle_.size() < max_idle_) idle_.push_back(std::move(pipe));
+  if (pipe.queued != 0) return;  // closed with its bytes
+  if (pipe.bulk.held()) {
+    idle_bulk_.push_back(std::move(pipe));  // at most max_bulk_ exist
+  } else if (idle_.size() < max_idle_) {
+    idle_.push_back(std::move(pipe));
+  }
 }
 
 // ---- RelayChannel ----
@@ -67,6 +92,7 @@ void RelayChannel::clear() {
   pipe_.reset();  // still holding bytes: closed with them
   pool_ = nullptr;
   pipe_full_ = false;
+  streaming_ = false;
   buffer_.clear();
 }
 
@@ -78,7 +104,7 @@ bool RelayChannel::can_fill() const {
 
 IoResult RelayChannel::fill_from(int fd) {
   if (!is_splicing()) return buffer_.fill_from(fd);
-  if (!pipe_) pipe_ = pool_->take();
+  if (!pipe_) pipe_ = pool_->take(streaming_);
   if (!pipe_) {
     // Out of descriptors for a pipe: this channel copies from now on rather than failing.
     stop_splicing();
@@ -96,10 +122,14 @@ IoResult RelayChannel::drain_to(int fd) {
 IoResult RelayChannel::splice_in(int fd) {
   std::size_t room = pipe_->capacity - pipe_->queued;
   if (room == 0) return {IoResult::kWouldBlock, 0, 0};
+  bool was_empty = pipe_->queued == 0;
   for (;;) {
     ssize_t n = ::splice(fd, nullptr, pipe_->write_end.get(), nullptr, room, kSpliceFlags);
     if (n > 0) {
       pipe_->queued += static_cast<std::size_t>(n);
+      // Half a small pipe or more in one go: the socket had a stream waiting, not a message
+      // (a small pipe may fill its slots below its byte capacity, hence half).
+      if (was_empty) streaming_ = static_cast<std::size_t>(n) * 2 >= pool_->capacity();
       return moved(n);
     }
     if (n == 0) {

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <optional>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/sys.hpp"
@@ -19,33 +20,82 @@
 
 namespace oshpc::proxy {
 
+// Holds one of a PipePool's bulk slots while it lives (see PipePool); move-only.
+class BulkSlot {
+ public:
+  BulkSlot() = default;
+  explicit BulkSlot(std::size_t* in_use) : in_use_(in_use) { ++*in_use_; }
+  BulkSlot(BulkSlot&& other) noexcept : in_use_(std::exchange(other.in_use_, nullptr)) {}
+  BulkSlot& operator=(BulkSlot&& other) noexcept {
+    if (this != &other) {
+      release();
+      in_use_ = std::exchange(other.in_use_, nullptr);
+    }
+    return *this;
+  }
+  ~BulkSlot() { release(); }
+
+  bool held() const { return in_use_ != nullptr; }
+
+ private:
+  void release() {
+    if (in_use_ != nullptr) --*in_use_;
+    in_use_ = nullptr;
+  }
+  std::size_t* in_use_ = nullptr;
+};
+
 struct KernelPipe {
   sys::UniqueFd read_end;
   sys::UniqueFd write_end;
   std::size_t capacity = 0;  // what the kernel granted (F_GETPIPE_SZ)
   std::size_t queued = 0;    // bytes in the pipe now
+  BulkSlot bulk;             // held: grown to the pool's bulk capacity
 };
 
 // Empty pipes kept for reuse. A channel holds a pipe only while bytes are in flight, so an idle
 // connection costs no descriptors, and a bulk transfer costs no pipe()/close() per chunk.
+//
+// Pipes have the small capacity, except at most max_bulk of them, grown to the bulk capacity
+// for channels moving a stream (see RelayChannel): a bigger pipe moves more per splice, so a
+// fast transfer costs fewer system calls, while the memory every other connection may hold
+// stays small. The kernel charges a pipe's capacity to its user (pipe-user-pages-soft, shared
+// with the user's sandboxes), which is why bulk pipes are few; once the kernel refuses to grow
+// one (EPERM past that limit), the pool stops asking.
 class PipePool {
  public:
   // Pipes of capacity bytes (the kernel rounds up to a power-of-two number of pages); at most
-  // max_idle empty ones are kept open.
-  PipePool(std::size_t capacity, std::size_t max_idle) : capacity_(capacity), max_idle_(max_idle) {}
+  // max_idle empty small ones are kept open. bulk_capacity <= capacity or max_bulk == 0: no
+  // bulk pipes.
+  PipePool(std::size_t capacity, std::size_t max_idle, std::size_t bulk_capacity = 0,
+           std::size_t max_bulk = 0)
+      : capacity_(capacity),
+        max_idle_(max_idle),
+        bulk_capacity_(bulk_capacity),
+        max_bulk_(bulk_capacity > capacity ? max_bulk : 0) {}
 
-  // An empty pipe, reused or new (non-blocking, close-on-exec); nullopt with errno set when
-  // none can be made (EMFILE, ENFILE).
-  std::optional<KernelPipe> take();
-  // Keeps an empty pipe for the next take(), or closes it when enough are idle.
+  // An empty pipe, reused or new (non-blocking, close-on-exec); a bulk one when asked and one
+  // is free, else a small one; nullopt with errno set when none can be made (EMFILE, ENFILE).
+  std::optional<KernelPipe> take(bool bulk = false);
+  // Keeps an empty pipe for the next take(), or closes it when enough are idle; a pipe still
+  // holding bytes is closed with them.
   void give_back(KernelPipe pipe);
 
-  std::size_t idle_count() const { return idle_.size(); }
+  std::size_t capacity() const { return capacity_; }
+  std::size_t idle_count() const { return idle_.size() + idle_bulk_.size(); }
+  std::size_t bulk_count() const { return bulk_in_use_; }  // bulk pipes open, idle or not
 
  private:
+  std::optional<KernelPipe> take_small();
+
   std::size_t capacity_;
   std::size_t max_idle_;
+  std::size_t bulk_capacity_;
+  std::size_t max_bulk_;
+  bool bulk_refused_ = false;    // the kernel would not grow a pipe: stop asking
+  std::size_t bulk_in_use_ = 0;  // declared before the pipes, whose slots count down into it
   std::vector<KernelPipe> idle_;
+  std::vector<KernelPipe> idle_bulk_;
 };
 
 class RelayChannel {
@@ -68,6 +118,7 @@ class RelayChannel {
   bool can_fill() const;
   bool is_splicing() const { return pool_ != nullptr; }
   std::size_t queued_in_pipe() const { return pipe_ ? pipe_->queued : 0; }
+  std::size_t pipe_capacity() const { return pipe_ ? pipe_->capacity : 0; }  // 0: none held
 
   // One read (or splice) from fd. kEof at end of stream. Never throws except bad_alloc.
   IoResult fill_from(int fd);
@@ -84,6 +135,9 @@ class RelayChannel {
   RelayBuffer buffer_;
   PipePool* pool_ = nullptr;  // null: copy through buffer_
   std::optional<KernelPipe> pipe_;
+  // The last splice into an empty pipe moved at least half a small pipe: the source streams,
+  // so the next pipe taken is a bulk one when the pool has one free.
+  bool streaming_ = false;
   // The last splice into a non-empty pipe would block: the pipe may be full even below its
   // byte capacity (the kernel fills it in slots, one per socket buffer fragment), so the
   // source is not read again until the destination takes something.

@@ -258,7 +258,7 @@ main() {
   wanted scaling && bench_scaling
   wanted topo && bench_topo
   wanted proxy && bench_python "Egress proxy: CONNECT set-up and throughput" \
-    tests/bench/proxy/bench_proxy.py --build "$build"
+    tests/bench/proxy/bench_proxy.py --build "$build" --small-pipes-too
   # The same with the sink behind a 10gbit link, as egress leaves a compute node (root only).
   [[ $(id -u) -eq 0 ]] && wanted proxy &&
     bench_python "Egress proxy behind a 10gbit link" \

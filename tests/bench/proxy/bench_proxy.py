@@ -4,7 +4,7 @@ tinyproxy, on one machine, side by side.
 
     /usr/bin/python3 tests/bench/proxy/bench_proxy.py [--build DIR] [--setups N] [--mib N]
                                                       [--rounds N] [--buffer-bytes N]
-                                                      [--link RATE]
+                                                      [--small-pipes-too] [--link RATE]
 
 Needs the oshpc-proxy-harness binary (build target of the proxy tests), a C compiler (cc) for
 the client and sink in bench_peer.c, and, for the third row, tinyproxy on PATH. By default
@@ -84,14 +84,16 @@ def start_sink(peer, address, link):
     return process, (address, int(process.stdout.readline()))
 
 
-def start_oshpc(build, target, work, buffer_bytes):
+def start_oshpc(build, target, work, buffer_bytes, bulk_pipes=None):
     address, target_port = target
     policy = work / "policy.yaml"
     policy.write_text("network_policies:\n  bench:\n    endpoints:\n"
                       f"      - host: {address}\n        port: {target_port}\n"
                       f"        allowed_ips: [{address}/32]\n")
-    events = work / "events.jsonl"
+    events = work / f"events-{bulk_pipes}.jsonl"
     tuning = ["--buffer-bytes", str(buffer_bytes)] if buffer_bytes else []
+    if bulk_pipes is not None:
+        tuning += ["--bulk-pipes", str(bulk_pipes)]
     process = subprocess.Popen([str(build / "bin" / "oshpc-proxy-harness"), "--policy",
                                 str(policy), "--tcp-listeners", "1", "--events", str(events),
                                 *tuning])
@@ -170,6 +172,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--buffer-bytes", type=int, default=0,
                         help="the oshpc proxy's buffer_bytes (pipe size); default: its default")
+    parser.add_argument("--small-pipes-too", action="store_true",
+                        help="add a row for the oshpc proxy without bulk pipes (every "
+                        "direction spliced through a buffer_bytes pipe)")
     parser.add_argument("--link", metavar="RATE",
                         help="put the sink behind a veth link paced at RATE (tc units, e.g. "
                         "10gbit); root only")
@@ -178,7 +183,7 @@ def main():
     work = pathlib.Path(tempfile.mkdtemp(prefix="oshpc-bench-proxy-"))
     peer = build_peer(work)
     link = Link(args.link) if args.link else None
-    sink = oshpc = tiny = None
+    sink = oshpc = small = tiny = None
     try:
         address = link.SINK_ADDRESS if link else "127.0.0.1"
         print(f"sink: {address}" + (f" behind a veth link paced at {args.link}" if link else
@@ -187,6 +192,9 @@ def main():
         oshpc, oshpc_port = start_oshpc(args.build, target, work, args.buffer_bytes)
         tiny, tiny_port = start_tinyproxy(target, work)
         paths = [("direct", None), ("oshpc proxy", oshpc_port)]
+        if args.small_pipes_too:
+            small, small_port = start_oshpc(args.build, target, work, args.buffer_bytes, 0)
+            paths.append(("oshpc small pipes", small_port))
         if tiny_port:
             paths.append(("tinyproxy", tiny_port))
         samples = {name: [] for name, _ in paths}
@@ -201,7 +209,7 @@ def main():
                           samples, rates)
         print_table(samples, rates)
     finally:
-        for process in (oshpc, tiny, sink):
+        for process in (oshpc, small, tiny, sink):
             if process:
                 process.terminate()
                 process.wait()

@@ -1,7 +1,7 @@
 // oshpc-proxy-harness: runs the egress proxy alone, for integration tests and benchmarks.
 //
 //   oshpc-proxy-harness --policy P [--upstream-proxy URL] [--host NAME=ADDR]...
-//       [--max-per-sandbox N] [--buffer-bytes N] [--no-splice] [--events FILE]
+//       [--max-per-sandbox N] [--buffer-bytes N] [--bulk-pipes N] [--no-splice] [--events FILE]
 //       [--tcp-listeners N] [--unix PATH] [--port PORT] [-- bwrap ARGS... COMMAND...]
 //
 // With "-- bwrap ...", it starts that sandbox (adding --info-fd, --block-fd and the proxy
@@ -76,6 +76,8 @@ Options parse_options(int argc, char** argv) {
       options.proxy.max_connections_per_sandbox = std::stoul(value());
     } else if (arg == "--buffer-bytes") {
       options.proxy.buffer_bytes = std::stoul(value());
+    } else if (arg == "--bulk-pipes") {
+      options.proxy.bulk_pipes = std::stoul(value());
     } else if (arg == "--no-splice") {
       options.proxy.splice = false;
     } else if (arg == "--idle-timeout-ms") {

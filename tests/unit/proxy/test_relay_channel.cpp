@@ -77,10 +77,12 @@ TEST_CASE("queued bytes go out before the spliced stream, and the pipe goes back
 
 TEST_CASE("a destination that does not read stops the channel within its bound") {
   bool splice = GENERATE(true, false);
-  CAPTURE(splice);
+  bool bulk = splice && GENERATE(true, false);
+  CAPTURE(splice, bulk);
   constexpr std::size_t kBound = 64 * 1024;
+  constexpr std::size_t kBulkBound = 1024 * 1024;
   constexpr std::size_t kTotal = 4 * 1024 * 1024;
-  PipePool pool(kBound, 4);
+  PipePool pool(kBound, 4, bulk ? kBulkBound : 0, 1);
   SocketPair source = socket_pair();
   SocketPair destination = socket_pair();
   RelayChannel channel(kBound);
@@ -101,7 +103,8 @@ TEST_CASE("a destination that does not read stops the channel within its bound")
   CHECK(written < kTotal);
   CHECK_FALSE(channel.can_fill());
   CHECK(channel.is_splicing() == splice);
-  CHECK(channel.queued_in_pipe() <= kBound);
+  CHECK(channel.queued_in_pipe() <= (bulk ? kBulkBound : kBound));
+  CHECK(pool.bulk_count() <= 1);
 
   // Then everything arrives, in order.
   std::string received;
@@ -138,4 +141,63 @@ TEST_CASE("cleared channels drop what they held and copy from then on") {
   channel.append("answer");
   REQUIRE(channel.drain_to(destination.far.get()).kind == IoResult::kMoved);
   CHECK(read_available(destination.near.get()) == "answer");
+}
+
+TEST_CASE("a streaming direction moves through a bulk pipe while one is free") {
+  constexpr std::size_t kSmall = 64 * 1024;
+  constexpr std::size_t kBulk = 1024 * 1024;
+  PipePool pool(kSmall, 4, kBulk, 1);
+  SocketPair source = socket_pair();
+  SocketPair destination = socket_pair();
+  RelayChannel first(kSmall);
+  first.start_splicing(pool);
+  std::string received;
+  auto deliver = [&] {
+    while (!first.empty()) {
+      REQUIRE(first.drain_to(destination.far.get()).kind == IoResult::kMoved);
+      received += read_available(destination.near.get());
+    }
+  };
+
+  // A stream: the first pipe is a small one, filled at least half; the next is a bulk one.
+  std::size_t written = 0;
+  feed(source.near.get(), written, 4 * kSmall);
+  REQUIRE(first.fill_from(source.far.get()).kind == IoResult::kMoved);
+  CHECK(first.pipe_capacity() == kSmall);
+  deliver();
+  feed(source.near.get(), written, 8 * kSmall);
+  REQUIRE(first.fill_from(source.far.get()).kind == IoResult::kMoved);
+  CHECK(first.pipe_capacity() == kBulk);
+  CHECK(pool.bulk_count() == 1);
+
+  // Only one bulk pipe may exist: a second stream keeps small pipes.
+  SocketPair other_source = socket_pair();
+  RelayChannel second(kSmall);
+  second.start_splicing(pool);
+  std::size_t other_written = 0;
+  for (int fills = 0; fills < 3; ++fills) {
+    feed(other_source.near.get(), other_written, (fills + 1) * 4 * kSmall);
+    REQUIRE(second.fill_from(other_source.far.get()).kind == IoResult::kMoved);
+    CHECK(second.pipe_capacity() == kSmall);
+    second.clear();  // closes the pipe with its bytes
+    second.start_splicing(pool);
+  }
+  CHECK(pool.bulk_count() == 1);
+
+  // Every byte of the first stream arrives, in order; its emptied bulk pipe waits in the pool.
+  deliver();
+  while (first.fill_from(source.far.get()).kind == IoResult::kMoved) deliver();
+  CHECK(received.size() == written);
+  for (std::size_t i = 0; i < received.size(); ++i) {
+    if (received[i] != pattern(i)) FAIL("byte " << i << " differs");
+  }
+  CHECK(pool.bulk_count() == 1);
+
+  // A short message into an empty pipe ends the stream: the next pipe is a small one again.
+  REQUIRE(::write(source.near.get(), "short", 5) == 5);
+  REQUIRE(first.fill_from(source.far.get()).kind == IoResult::kMoved);
+  deliver();
+  REQUIRE(::write(source.near.get(), "again", 5) == 5);
+  REQUIRE(first.fill_from(source.far.get()).kind == IoResult::kMoved);
+  CHECK(first.pipe_capacity() == kSmall);
 }
