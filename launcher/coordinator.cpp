@@ -95,6 +95,7 @@ void Coordinator::receive_messages() {
         if (!rank_done_[static_cast<std::size_t>(source)]) {
           rank_done_[static_cast<std::size_t>(source)] = true;
           ++ranks_done_;
+          --working_ranks_;  // a rank that failed its set-up is done before asking for work
         }
         break;
       }
@@ -161,7 +162,7 @@ RankOutcome Coordinator::run(const LocalNode& node, const NodeSetup& setup) {
   node_agent::SandboxRunner* runner = node.runner;
   if (setup.staged_event) record(*setup.staged_event);
   if (!runner && !setup.stopped) record(node_failed_event(0, mpi_.node_name(), setup.failure));
-  working_ranks_ = mpi_.size();
+  working_ranks_ = mpi_.size() - ranks_done_ - (runner ? 0 : 1);
 
   // A set-up cut short by the job's stop kept that stop pending: with no runner and no other
   // rank there would be no step to see it.

@@ -48,7 +48,7 @@ class Coordinator {
   std::int64_t next_index_ = 0;
   std::vector<bool> rank_done_;
   int ranks_done_ = 0;
-  int working_ranks_ = 0;
+  int working_ranks_ = 0;  // ranks that may still ask for work: the guided chunks' divisor
   bool own_work_exhausted_ = false;
   bool cancelled_ = false;
   std::vector<GrantRecord> grants_;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <set>
 #include <stdexcept>
@@ -132,6 +133,20 @@ bool is_inside(const std::string& path, const std::vector<std::string>& dirs) {
                      [&](const std::string& dir) { return path.rfind(dir + "/", 0) == 0; });
 }
 
+// Whether the image root can be the sandbox's root as it is: every path oshpc mounts over is
+// a directory of the image (not a symlink), and every destination outside those exists.
+// Destinations below a reserved path land on oshpc's own mounts (tmpfs, the workspace), where
+// bubblewrap can make them.
+bool can_bind_whole(const std::string& rootfs, const std::vector<std::string>& destinations) {
+  for (const auto& reserved : reserved_sandbox_paths()) {
+    if (image_entry_kind(rootfs, reserved) != EntryKind::kDirectory) return false;
+  }
+  return std::all_of(destinations.begin(), destinations.end(), [&](const std::string& path) {
+    return is_inside(path, reserved_sandbox_paths()) ||
+           image_entry_kind(rootfs, path) != EntryKind::kOther;
+  });
+}
+
 }  // namespace
 
 const std::vector<std::string>& reserved_sandbox_paths() {
@@ -173,17 +188,32 @@ EntryKind image_entry_kind(const std::string& rootfs, const std::string& path) {
   return EntryKind::kOther;
 }
 
+bool add_mount_points(const std::string& rootfs) {
+  bool all = true;
+  for (const auto& path : reserved_sandbox_paths()) {
+    if (::mkdir(host_path(rootfs, path).c_str(), 0755) != 0 && errno != EEXIST) all = false;
+  }
+  return all;
+}
+
 RootLayout plan_root_layout(const std::string& rootfs,
                             const std::vector<std::string>& bind_destinations,
                             const std::string& copy_root) {
   RootLayout layout;
-  bind_entries_back(rootfs, "/", layout.mount_args);
-
   std::set<std::string> to_synthesize;
   for (const auto& destination : bind_destinations) {
-    std::string dir = deepest_existing_directory(rootfs, destination);
+    std::string dir = deepest_existing_directory(rootfs, destination);  // throws on bad ones
     if (!dir.empty() && dir != "/") to_synthesize.insert(dir);
   }
+  if (can_bind_whole(rootfs, bind_destinations)) {
+    // /.oshpc gets a tmpfs: what oshpc binds there (the exec helper, GPU driver files) needs
+    // mount points that a read-only image cannot take.
+    layout.mount_args = {"--ro-bind", rootfs, "/", "--tmpfs", "/.oshpc"};
+    layout.remount_args = {"--remount-ro", "/.oshpc"};
+    layout.whole_root = true;
+    return layout;
+  }
+  bind_entries_back(rootfs, "/", layout.mount_args);
 
   // Shallow directories first: a deeper one may sit inside one synthesized earlier.
   std::vector<std::string> ordered(to_synthesize.begin(), to_synthesize.end());

@@ -20,6 +20,7 @@
 #include "common/clock.hpp"
 #include "common/log.hpp"
 #include "common/sys.hpp"
+#include "node-agent/root_layout.hpp"
 
 namespace oshpc::rootfs_cache {
 namespace {
@@ -447,6 +448,10 @@ void NodeStage::extract(const std::string& source, const std::string& target) {
   if (WEXITSTATUS(status) == 2) {
     logger()->warn("unsquashfs skipped some entries of {} (device nodes or ownership need root)",
                    image_.path);
+  }
+  // With its mount points in place the root is bound whole into each sandbox.
+  if (!node_agent::add_mount_points(target)) {
+    logger()->debug("could not add mount points to {}; sandboxes bind it entry by entry", target);
   }
 }
 

@@ -84,3 +84,44 @@ TEST_CASE("with a copy directory, a small image directory is copied once and bou
   CHECK(text == "image");
   oshpc::sys::remove_tree(copies);
 }
+
+TEST_CASE("an image root with every mount point is bound whole") {
+  FakeImage image;
+  CHECK_FALSE(plan_root_layout(image.root, {}).whole_root);  // no /tmp, /run, /.oshpc yet
+  REQUIRE(add_mount_points(image.root));
+  REQUIRE(add_mount_points(image.root));  // again: nothing to do
+  for (const char* dir : {"/tmp", "/run", "/.oshpc"}) {
+    CHECK(image_entry_kind(image.root, dir) == EntryKind::kDirectory);
+  }
+
+  // Destinations that exist, or that land on oshpc's own mounts, keep the whole root.
+  auto layout = plan_root_layout(image.root, {"/etc/hostname", "/opt/tool", "/run/openshell/x",
+                                              "/sandbox/data", "/.oshpc/nvidia/lib/libcuda.so.1"});
+  CHECK(layout.whole_root);
+  CHECK(layout.mount_args ==
+        std::vector<std::string>{"--ro-bind", image.root, "/", "--tmpfs", "/.oshpc"});
+  CHECK(layout.remount_args == std::vector<std::string>{"--remount-ro", "/.oshpc"});
+  CHECK(layout.synthesized.empty());
+  CHECK(layout.copied.empty());
+
+  // One that the image lacks needs a mount point made for it: entry by entry.
+  auto missing = plan_root_layout(image.root, {"/opt/data"});
+  CHECK_FALSE(missing.whole_root);
+  CHECK(missing.synthesized == std::vector<std::string>{"/opt"});
+  CHECK(has_sequence(missing.remount_args, {"--remount-ro", "/"}));
+
+  // Bad destinations are refused either way.
+  CHECK_THROWS_WITH(plan_root_layout(image.root, {"/bin/extra"}),
+                    Catch::Contains("crosses the symlink /bin"));
+}
+
+TEST_CASE("an image entry where oshpc mounts is kept, and the root is then bound entry by entry") {
+  FakeImage image;
+  REQUIRE(::symlink("var/tmp", (image.root + "/tmp").c_str()) == 0);
+  add_mount_points(image.root);
+  CHECK(image_entry_kind(image.root, "/tmp") == EntryKind::kSymlink);
+  CHECK(image_entry_kind(image.root, "/.oshpc") == EntryKind::kDirectory);
+  auto layout = plan_root_layout(image.root, {});
+  CHECK_FALSE(layout.whole_root);
+  CHECK(has_sequence(layout.mount_args, {"--ro-bind", image.root + "/usr", "/usr"}));
+}
