@@ -46,6 +46,11 @@ NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::
     destinations.insert(destinations.end(), extra_mount_points.begin(), extra_mount_points.end());
     setup.layout =
         node_agent::plan_root_layout(setup.rootfs, destinations, setup.workspace_root + "/.root");
+    if (mpi.is_node_leader()) {
+      logger()->debug("sandbox root on {}: {}", mpi.node_name(),
+                      setup.layout.whole_root ? "the image bound whole"
+                                              : "the image bound entry by entry on a tmpfs");
+    }
     for (const auto& slot : placement.slots) setup.slots.push_back(slot_resources(slot));
     if (options.seccomp != seccomp::SeccompProfile::kNone) {
       setup.seccomp = seccomp::build_seccomp_program(options.seccomp);

@@ -5,11 +5,11 @@
 // root: one bind instead of one per top-level entry, about a third of bubblewrap's start-up.
 // An extracted image gets the missing directories when it is staged (add_mount_points).
 //
-// Otherwise the sandbox root is bubblewrap's own tmpfs. Each top-level entry of the image is bound onto it
-// read-only (symlinks are recreated), so mount points the image lacks (/sandbox, /.oshpc, a
-// user bind target) can be created on the tmpfs. A bind target deeper inside an image directory
-// that lacks it gets that directory "synthesized": a tmpfs over it with its entries bound back.
-// Each such bind costs the sandbox two mounts, so a small image directory (/etc) is instead
+// Otherwise the sandbox root is bubblewrap's own tmpfs. Each top-level entry of the image is
+// bound onto it read-only (symlinks are recreated), so mount points the image lacks (/sandbox,
+// /.oshpc, a user bind target) can be created on the tmpfs. A bind target deeper inside an image
+// directory that lacks it gets that directory "synthesized": a tmpfs over it with its entries bound
+// back. Each such bind costs the sandbox two mounts, so a small image directory (/etc) is instead
 // copied once per node into a directory of the job's and bound whole. The layout is computed
 // once per node (it depends only on the staged image and the options) and reused for every
 // sandbox.

@@ -8,11 +8,13 @@ Runs the same K sandboxes of /bin/true several ways, each keeping P sandboxes ru
   oshpc      mpirun -np 1 oshpc-fanout --slots P --stage-method extract --seccomp S, with
              the image staged by a warm-up run (staging is printed apart, not measured)
   bwrap      a small driver here that runs bubblewrap with the argv oshpc-fanout builds: same
-             staged root, same per-entry layout, same flags, same seccomp program, same
+             staged root, same root layout, same flags, same seccomp program, same
              /.oshpc/exec helper, a fresh /sandbox directory each, slots pinned to CPUs as
              oshpc-fanout pins them; stdout and stderr on /dev/null
   bwrap-out  (only with --only) the same, plus oshpc-fanout's per-sandbox output directory
              with stdout and stderr files
+  bwrap-entries  (only with --only) the raw loop with the root bound entry by entry on a
+             tmpfs, as oshpc-fanout does for an image that lacks the mount points
   ch-run     Charliecloud's ch-run on a hard-linked copy of the same root (plus the /dev it
              needs), running the same helper from a bind mount, driven and pinned alike
 
@@ -60,6 +62,7 @@ CH_HELPER_DIR = "/mnt"  # an empty directory of the image: ch-run binds only ont
 LABELS = {"oshpc": "oshpc-fanout (mpirun -np 1)",
           "bwrap": "raw bwrap loop (same argv)",
           "bwrap-out": "raw bwrap + output files",
+          "bwrap-entries": "raw bwrap, root entry by entry",
           "ch-run": "ch-run (same root and helper)"}
 
 
@@ -94,8 +97,13 @@ def children_cpu_seconds():
 
 # ---- the bubblewrap argv, built as node-agent/root_layout.cpp and bwrap_argv.cpp do ----------
 
-def root_layout_args(rootfs):
-    """bwrap's tmpfs root gets one --ro-bind or --symlink per top-level image entry."""
+def root_layout_args(rootfs, whole=True):
+    """(mount args, remount args). A root holding every reserved directory is bound whole,
+    with a tmpfs at /.oshpc; otherwise (or with whole=False) bwrap's tmpfs root gets one
+    --ro-bind or --symlink per top-level image entry."""
+    if whole and all(os.path.isdir(rootfs + path) and not os.path.islink(rootfs + path)
+                     for path in RESERVED):
+        return ["--ro-bind", rootfs, "/", "--tmpfs", "/.oshpc"], ["--remount-ro", "/.oshpc"]
     args = []
     for name in sorted(os.listdir(rootfs)):
         path = "/" + name
@@ -106,19 +114,21 @@ def root_layout_args(rootfs):
             args += ["--symlink", os.readlink(host), path]
         elif os.path.isdir(host) or os.path.isfile(host):
             args += ["--ro-bind", host, path]
-    return args
+    return args, ["--remount-ro", "/"]
 
 
 def bwrap_argv(layout, exec_helper, sandbox, report_fd, seccomp_fd, command):
-    """sandbox: id, index, count, node, workspace; seccomp_fd: None for no filter."""
+    """layout: (mount args, remount args); sandbox: id, index, count, node, workspace;
+    seccomp_fd: None for no filter."""
+    mounts, remounts = layout
     argv = ["bwrap", "--unshare-all", "--unshare-user", "--uid", "0", "--gid", "0",
             "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--hostname", sandbox["id"]]
-    argv += layout
+    argv += mounts
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
              "--bind", sandbox["workspace"], "/sandbox", "--ro-bind", exec_helper, "/.oshpc/exec"]
     # The environment is not in the argv: oshpc-fanout hands it to bubblewrap as its own.
-    argv += ["--remount-ro", "/", "--chdir", "/sandbox"]
+    argv += remounts + ["--chdir", "/sandbox"]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     return argv + ["--", "/.oshpc/exec", str(report_fd), "--"] + command
@@ -458,14 +468,15 @@ class Bench:
         return {"seconds": seconds, "latency": loop.latencies, "lifetime": loop.lifetimes,
                 "wall": wall, "launcher_cpu": cpu, "total_cpu": cpu + children}
 
-    def run_bwrap(self, outputs=False):
+    def run_bwrap(self, outputs=False, layout=None):
         """outputs: also give each sandbox an output directory with stdout and stderr files,
-        as oshpc-fanout does (kept to the end, as oshpc-fanout's are)."""
+        as oshpc-fanout does (kept to the end, as oshpc-fanout's are); layout: another root
+        layout than oshpc-fanout's."""
         def make_argv(index, workspace, report_fd, seccomp_fd):
             sandbox = {"id": f"raw-{index}", "index": index, "count": self.args.count,
                        "node": self.node, "workspace": workspace}
-            return bwrap_argv(self.layout, self.exec_helper, sandbox, report_fd, seccomp_fd,
-                              COMMAND)
+            return bwrap_argv(layout or self.layout, self.exec_helper, sandbox, report_fd,
+                              seccomp_fd, COMMAND)
 
         out = None
         if outputs:
@@ -566,8 +577,10 @@ def parse_args():
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="leave the bwrap and ch-run slots unpinned (oshpc-fanout pins)")
     parser.add_argument("--only", default="oshpc,bwrap,ch-run",
-                        help="comma-separated ways among oshpc, bwrap, ch-run and bwrap-out "
-                             "(the raw loop plus oshpc-fanout's per-sandbox output files)")
+                        help="comma-separated ways among oshpc, bwrap, ch-run, bwrap-out "
+                             "(the raw loop plus oshpc-fanout's per-sandbox output files) and "
+                             "bwrap-entries (the raw loop with the root bound entry by entry, "
+                             "as for an image without the mount points)")
     parser.add_argument("--tmpdir", default=None,
                         help="where the temp dir goes: image cache, outputs, workspaces "
                              "(default: $TMPDIR or /tmp)")
@@ -577,7 +590,10 @@ def parse_args():
 
 def measure(bench, args, ways):
     runners = {"oshpc": bench.run_oshpc, "bwrap": bench.run_bwrap,
-               "bwrap-out": lambda: bench.run_bwrap(outputs=True), "ch-run": bench.run_ch_run}
+               "bwrap-out": lambda: bench.run_bwrap(outputs=True),
+               "bwrap-entries": lambda: bench.run_bwrap(
+                   layout=root_layout_args(bench.rootfs, whole=False)),
+               "ch-run": bench.run_ch_run}
     runs = {way: [] for way in ways}
     for repeat in range(args.repeat):
         # Rotate the order, so that no way always runs first or right after the same one.
