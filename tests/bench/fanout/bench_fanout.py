@@ -117,29 +117,40 @@ def root_layout_args(rootfs, whole=True):
     return args, ["--remount-ro", "/"]
 
 
-def bwrap_argv(layout, exec_helper, sandbox, report_fd, seccomp_fd, command):
-    """layout: (mount args, remount args); sandbox: id, index, count, node, workspace;
-    seccomp_fd: None for no filter."""
+def bwrap_argv(layout, exec_helper, sandbox, fds, command):
+    """layout: (mount args, remount args); sandbox: id, index, count, node, workspace; fds:
+    the descriptor numbers bubblewrap gets, "report", "args", "seccomp" (None: no filter),
+    "info" and "block"."""
     mounts, remounts = layout
     argv = ["bwrap", "--unshare-all", "--unshare-user", "--uid", "0", "--gid", "0",
-            "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--hostname", sandbox["id"]]
+            "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--hostname", sandbox["id"], "--disable-userns"]
     argv += mounts
     argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
              "--bind", sandbox["workspace"], "/sandbox", "--ro-bind", exec_helper, "/.oshpc/exec"]
-    # The environment is not in the argv: oshpc-fanout hands it to bubblewrap as its own.
-    argv += remounts + ["--chdir", "/sandbox"]
-    if seccomp_fd is not None:
-        argv += ["--seccomp", str(seccomp_fd)]
-    return argv + ["--", "/.oshpc/exec", str(report_fd), "--"] + command
+    # The environment is not in the argv: --setenv arguments read from the --args descriptor.
+    argv += remounts + ["--args", str(fds["args"]), "--chdir", "/sandbox"]
+    if fds["seccomp"] is not None:
+        argv += ["--seccomp", str(fds["seccomp"])]
+    argv += ["--info-fd", str(fds["info"]), "--block-fd", str(fds["block"])]
+    return argv + ["--", "/.oshpc/exec", str(fds["report"]), "--"] + command
+
+
+def environment_args(sandbox):
+    """The --setenv arguments oshpc-fanout gives a sandbox without --env, NUL-separated."""
+    env = [("PATH", DEFAULT_PATH), ("HOME", "/sandbox"), ("LANG", "C.UTF-8"),
+           ("OSHPC_SANDBOX_ID", sandbox["id"]), ("OSHPC_INDEX", str(sandbox["index"])),
+           ("OSHPC_COUNT", str(sandbox["count"])), ("OSHPC_NODE", sandbox["node"]),
+           ("OSHPC_RANK", "0")]
+    return b"".join(b"--setenv\0" + k.encode() + b"\0" + v.encode() + b"\0" for k, v in env)
 
 
 # ---- a launcher loop: keeps P sandboxes running, times each through the helper's report -----
 
 class Running:
-    def __init__(self, slot, pid, report_fd, spawn_us, workspace):
+    def __init__(self, slot, pid, report_fd, spawn_us, workspace, info_fd):
         self.slot, self.pid, self.report_fd = slot, pid, report_fd
-        self.spawn_us, self.workspace = spawn_us, workspace
+        self.spawn_us, self.workspace, self.info_fd = spawn_us, workspace, info_fd
         self.pidfd = os.pidfd_open(pid)
         self.report = b""
 
@@ -156,10 +167,15 @@ class Loop:
     removed after the exit, stdin/stdout/stderr on /dev/null."""
 
     def __init__(self, parallel, make_argv, workspaces, env, pin_cpus, seccomp_path=None,
-                 outputs=None):
+                 outputs=None, environment=None):
+        """environment: for bubblewrap, a function giving sandbox i's --setenv arguments;
+        bubblewrap then runs as oshpc-fanout runs it: with an empty environment, those
+        arguments from a memfd (--args), an --info-fd pipe and a --block-fd pipe written to
+        once it runs."""
         self.make_argv, self.workspaces, self.env, self.pin_cpus = (make_argv, workspaces, env,
                                                                     pin_cpus)
         self.seccomp_path, self.outputs = seccomp_path, outputs
+        self.environment = environment
         self.free_slots = list(reversed(range(parallel)))  # slot 0 first, as oshpc-fanout
         self.poller = select.poll()
         self.by_fd = {}
@@ -217,22 +233,41 @@ class Loop:
             # bubblewrap reads the program from this fd: each sandbox needs its own offset.
             seccomp_fd = os.open(self.seccomp_path, os.O_RDONLY)
             os.set_inheritable(seccomp_fd, True)
-        argv = self.make_argv(index, workspace, write_end, seccomp_fd)
+        fds = {"report": write_end, "seccomp": seccomp_fd}
+        passed = [write_end]
+        info_read = block_write = None
+        env = self.env
+        if self.environment:
+            fds["args"] = os.memfd_create("environment", 0)
+            os.write(fds["args"], self.environment(index))
+            os.lseek(fds["args"], 0, os.SEEK_SET)
+            info_read, fds["info"] = os.pipe2(os.O_CLOEXEC)
+            fds["block"], block_write = os.pipe2(os.O_CLOEXEC)
+            for name in ("info", "block"):
+                os.set_inheritable(fds[name], True)
+            passed += [fds["args"], fds["info"], fds["block"]]
+            env = {}
+        argv = self.make_argv(index, workspace, fds)
         if self.pin_cpus:
             # The child inherits our affinity: one CPU per slot, as oshpc-fanout's slots.
             os.sched_setaffinity(0, {self.pin_cpus[slot % len(self.pin_cpus)]})
         try:
-            pid = os.posix_spawnp(argv[0], argv, self.env, file_actions=actions, setpgroup=0)
+            pid = os.posix_spawn(shutil.which(argv[0]), argv, env, file_actions=actions,
+                                 setpgroup=0)
         finally:
             if self.pin_cpus:
                 os.sched_setaffinity(0, self.all_cpus)
-        os.close(write_end)
+        for fd in passed:
+            os.close(fd)
+        if block_write is not None:
+            os.write(block_write, b"x")  # the start signal
+            os.close(block_write)
         if self.outputs:
             os.close(out)
             os.close(err)
         if seccomp_fd is not None:
             os.close(seccomp_fd)
-        sandbox = Running(slot, pid, read_end, spawn_us, workspace)
+        sandbox = Running(slot, pid, read_end, spawn_us, workspace, info_read)
         for fd in (sandbox.pidfd, read_end):
             self.by_fd[fd] = sandbox
             self.poller.register(fd, select.POLLIN)
@@ -261,6 +296,8 @@ class Loop:
         self.forget(sandbox.pidfd)
         if sandbox.report_fd is not None:
             self.forget(sandbox.report_fd)
+        if sandbox.info_fd is not None:
+            os.close(sandbox.info_fd)
         if sandbox.workspace:
             os.rmdir(sandbox.workspace)
         started = sandbox.started_us()
@@ -394,12 +431,15 @@ class Bench:
         theirs[0] = os.path.basename(theirs[0])
         sandbox = {"id": started["sandbox"], "index": 0, "count": 1, "node": started["node"],
                    "workspace": theirs[theirs.index("/sandbox") - 1]}
-        report_fd = theirs[theirs.index("--") + 2]  # -- /.oshpc/exec FD -- COMMAND
-        seccomp_fd = theirs[theirs.index("--seccomp") + 1] if "--seccomp" in theirs else None
-        if (seccomp_fd is None) != (self.seccomp_path is None):
+        fds = {"report": theirs[theirs.index("--") + 2]}  # -- /.oshpc/exec FD -- COMMAND
+        for name in ("args", "seccomp", "info", "block"):
+            option = "--" + name + ("-fd" if name in ("info", "block") else "")
+            fds[name] = theirs[theirs.index(option) + 1] if option in theirs else None
+        if (fds["seccomp"] is None) != (self.seccomp_path is None):
             raise RuntimeError(f"oshpc-fanout --seccomp {self.args.seccomp} gave "
-                               f"{'no ' if seccomp_fd is None else ''}--seccomp to bubblewrap")
-        ours = bwrap_argv(self.layout, self.exec_helper, sandbox, report_fd, seccomp_fd, command)
+                               f"{'no ' if fds['seccomp'] is None else ''}--seccomp to "
+                               "bubblewrap")
+        ours = bwrap_argv(self.layout, self.exec_helper, sandbox, fds, command)
         if ours != theirs:
             raise RuntimeError("the raw bwrap argv differs from oshpc-fanout's:\n  ours:   " +
                                " ".join(ours) + "\n  theirs: " + " ".join(theirs))
@@ -452,13 +492,15 @@ class Bench:
                 "wall": job["wall"], "launcher_cpu": max(0.0, job["cpu"] - self.fanout_fixed_cpu),
                 "total_cpu": job["total_cpu"] - self.mpirun_fixed_cpu}
 
-    def run_driver(self, name, make_argv, workspaces, seccomp=None, outputs=None):
+    def run_driver(self, name, make_argv, workspaces, seccomp=None, outputs=None,
+                   environment=None):
         k, p = self.args.count, self.args.parallel
         if workspaces:
             os.makedirs(workspaces, exist_ok=True)
         if outputs:
             os.makedirs(outputs)
-        loop = Loop(p, make_argv, workspaces, self.env, self.pin_cpus, seccomp, outputs)
+        loop = Loop(p, make_argv, workspaces, self.env, self.pin_cpus, seccomp, outputs,
+                    environment)
         began, cpu, children = time.monotonic(), own_cpu_seconds(), children_cpu_seconds()
         seconds = loop.run(k)
         cpu, wall = own_cpu_seconds() - cpu, time.monotonic() - began
@@ -472,21 +514,25 @@ class Bench:
         """outputs: also give each sandbox an output directory with stdout and stderr files,
         as oshpc-fanout does (kept to the end, as oshpc-fanout's are); layout: another root
         layout than oshpc-fanout's."""
-        def make_argv(index, workspace, report_fd, seccomp_fd):
-            sandbox = {"id": f"raw-{index}", "index": index, "count": self.args.count,
-                       "node": self.node, "workspace": workspace}
-            return bwrap_argv(layout or self.layout, self.exec_helper, sandbox, report_fd,
-                              seccomp_fd, COMMAND)
+        def sandbox(index, workspace=None):
+            return {"id": f"raw-{index}", "index": index, "count": self.args.count,
+                    "node": self.node, "workspace": workspace}
+
+        def make_argv(index, workspace, fds):
+            return bwrap_argv(layout or self.layout, self.exec_helper, sandbox(index, workspace),
+                              fds, COMMAND)
 
         out = None
         if outputs:
             self.tags += 1
             out = os.path.join(self.tmp, f"out-raw{self.tags}")
         return self.run_driver("raw bwrap", make_argv, os.path.join(self.tmp, "ws-bwrap"),
-                               self.seccomp_path, out)
+                               self.seccomp_path, out,
+                               lambda index: environment_args(sandbox(index)))
 
     def run_ch_run(self):
-        def make_argv(index, workspace, fd, _):
+        def make_argv(index, workspace, fds):
+            fd = fds["report"]
             return [self.ch_run, "-b", f"{self.ch_helper}:{CH_HELPER_DIR}", self.ch_root, "--",
                     f"{CH_HELPER_DIR}/oshpc-exec", str(fd), "--"] + COMMAND
 
