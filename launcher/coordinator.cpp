@@ -95,7 +95,7 @@ void Coordinator::receive_messages() {
         if (!rank_done_[static_cast<std::size_t>(source)]) {
           rank_done_[static_cast<std::size_t>(source)] = true;
           ++ranks_done_;
-          --working_ranks_;  // a rank that failed its set-up is done before asking for work
+          --working_ranks_;  // it asks for no more work (one that failed its set-up, none at all)
         }
         break;
       }

@@ -3,7 +3,7 @@
 // When the image root already has every mount point a sandbox needs (the directories oshpc
 // mounts over, and each bind destination), it is bound whole and read-only as the sandbox's
 // root: one bind instead of one per top-level entry, about a third of bubblewrap's start-up.
-// An extracted image gets the missing directories when it is staged (add_mount_points).
+// An extracted image gets the missing directories when a job uses it (add_mount_points).
 //
 // Otherwise the sandbox root is bubblewrap's own tmpfs. Each top-level entry of the image is
 // bound onto it read-only (symlinks are recreated), so mount points the image lacks (/sandbox,
@@ -41,9 +41,10 @@ const std::vector<std::string>& reserved_sandbox_paths();
 
 // Creates, in an image root of our own (an extraction), each of reserved_sandbox_paths() the
 // image lacks, as an empty directory, so that plan_root_layout can bind the root whole. An
-// entry of the image's own at such a path (a symlink /tmp) is left as it is. Returns false
-// when a directory could not be made (a read-only image root): the sandboxes of that image
-// then get the entry-by-entry root, which needs none. Never throws.
+// entry of the image's own at such a path (a symlink /tmp) is left as it is (and still counts
+// as success: plan_root_layout looks at what is there). Returns false when a directory could
+// not be made (a root we may not write): the sandboxes of that image then get the
+// entry-by-entry root, which needs none. Never throws.
 bool add_mount_points(const std::string& rootfs);
 
 struct RootLayout {

@@ -47,10 +47,11 @@ struct ProxyOptions {
   std::size_t max_connections_per_sandbox = 256;
   std::size_t max_connections = 16384;   // all sandboxes together (fd budget)
   std::size_t buffer_bytes = 64 * 1024;  // per direction per connection (buffer or pipe)
-  // A spliced direction that streams (half a pipe or more waiting at once) moves through a
-  // pipe of bulk_pipe_bytes while one of bulk_pipes is free: fewer, larger splices for fast
-  // transfers. 1 MiB is the most an ordinary user may ask (/proc/sys/fs/pipe-max-size); the
-  // kernel charges every pipe's capacity to its user, sandboxes included, so they are few.
+  // A spliced direction that streams (its source has not run dry for two buffers' worth)
+  // moves through a pipe of bulk_pipe_bytes while one of bulk_pipes is free: fewer, larger
+  // splices when the proxy is the limit. 1 MiB is the most an ordinary user may ask
+  // (/proc/sys/fs/pipe-max-size); the kernel charges every pipe's capacity to its user,
+  // sandboxes included, so they are few.
   std::size_t bulk_pipe_bytes = 1024 * 1024;
   std::size_t bulk_pipes = 16;
   // Relay established tunnels with splice(2) through a pipe per direction (no copy through

@@ -37,10 +37,11 @@ std::optional<KernelPipe> PipePool::take(bool bulk) {
   // Grow it: F_SETPIPE_SZ on an empty pipe cannot lose bytes. Past the user's limits the
   // kernel says EPERM and the pipe keeps its size.
   int granted = ::fcntl(pipe->write_end.get(), F_SETPIPE_SZ, static_cast<int>(bulk_capacity_));
-  if (granted < 0 || static_cast<std::size_t>(granted) <= capacity_) {
-    bulk_refused_ = true;
+  if (granted < 0) {
+    if (errno == EPERM) bulk_refused_ = true;  // ENOMEM may pass: ask again next time
     return pipe;
   }
+  if (static_cast<std::size_t>(granted) <= capacity_) return pipe;
   pipe->capacity = static_cast<std::size_t>(granted);
   pipe->bulk = BulkSlot(&bulk_in_use_);
   return pipe;
@@ -67,7 +68,7 @@ std::optional<KernelPipe> PipePool::take_small() {
 void PipePool::give_back(KernelPipe pipe) {
   if (pipe.queued != 0) return;  // closed with its bytes
   if (pipe.bulk.held()) {
-    idle_bulk_.push_back(std::move(pipe));  // at most max_bulk_ exist
+    if (idle_bulk_.size() < kIdleBulk) idle_bulk_.push_back(std::move(pipe));
   } else if (idle_.size() < max_idle_) {
     idle_.push_back(std::move(pipe));
   }
@@ -92,6 +93,7 @@ void RelayChannel::clear() {
   pipe_.reset();  // still holding bytes: closed with them
   pool_ = nullptr;
   pipe_full_ = false;
+  burst_bytes_ = 0;
   streaming_ = false;
   buffer_.clear();
 }
@@ -122,14 +124,12 @@ IoResult RelayChannel::drain_to(int fd) {
 IoResult RelayChannel::splice_in(int fd) {
   std::size_t room = pipe_->capacity - pipe_->queued;
   if (room == 0) return {IoResult::kWouldBlock, 0, 0};
-  bool was_empty = pipe_->queued == 0;
   for (;;) {
     ssize_t n = ::splice(fd, nullptr, pipe_->write_end.get(), nullptr, room, kSpliceFlags);
     if (n > 0) {
       pipe_->queued += static_cast<std::size_t>(n);
-      // Half a small pipe or more in one go: the socket had a stream waiting, not a message
-      // (a small pipe may fill its slots below its byte capacity, hence half).
-      if (was_empty) streaming_ = static_cast<std::size_t>(n) * 2 >= pool_->capacity();
+      burst_bytes_ += static_cast<std::size_t>(n);
+      if (burst_bytes_ >= 2 * pool_->capacity()) streaming_ = true;
       return moved(n);
     }
     if (n == 0) {
@@ -140,6 +140,10 @@ IoResult RelayChannel::splice_in(int fd) {
     if (errno == EAGAIN) {
       // Either the socket is empty or the pipe is full; an empty pipe is never full.
       pipe_full_ = pipe_->queued > 0;
+      if (!pipe_full_) {
+        burst_bytes_ = 0;  // the source ran dry: the proxy keeps up with it
+        streaming_ = false;
+      }
       return_pipe_if_empty();
       return {IoResult::kWouldBlock, 0, 0};
     }

@@ -60,8 +60,9 @@ struct KernelPipe {
 // for channels moving a stream (see RelayChannel): a bigger pipe moves more per splice, so a
 // fast transfer costs fewer system calls, while the memory every other connection may hold
 // stays small. The kernel charges a pipe's capacity to its user (pipe-user-pages-soft, shared
-// with the user's sandboxes), which is why bulk pipes are few; once the kernel refuses to grow
-// one (EPERM past that limit), the pool stops asking.
+// with the user's sandboxes) even while it is empty, which is why bulk pipes are few and at
+// most kIdleBulk of them wait empty; once the kernel refuses to grow one (EPERM: the user is
+// past that limit), the pool stops asking.
 class PipePool {
  public:
   // Pipes of capacity bytes (the kernel rounds up to a power-of-two number of pages); at most
@@ -73,6 +74,11 @@ class PipePool {
         max_idle_(max_idle),
         bulk_capacity_(bulk_capacity),
         max_bulk_(bulk_capacity > capacity ? max_bulk : 0) {}
+  // Its pipes' bulk slots point into it.
+  PipePool(const PipePool&) = delete;
+  PipePool& operator=(const PipePool&) = delete;
+
+  static constexpr std::size_t kIdleBulk = 2;
 
   // An empty pipe, reused or new (non-blocking, close-on-exec); a bulk one when asked and one
   // is free, else a small one; nullopt with errno set when none can be made (EMFILE, ENFILE).
@@ -135,8 +141,11 @@ class RelayChannel {
   RelayBuffer buffer_;
   PipePool* pool_ = nullptr;  // null: copy through buffer_
   std::optional<KernelPipe> pipe_;
-  // The last splice into an empty pipe moved at least half a small pipe: the source streams,
-  // so the next pipe taken is a bulk one when the pool has one free.
+  // Bytes read since the source last ran dry. Past two small pipes' worth, the source
+  // streams faster than the destination takes it (the proxy, not the network, is the limit),
+  // so the next pipe taken is a bulk one when the pool has one free. A source that runs dry
+  // (nothing to read while the pipe is empty) ends the stream.
+  std::size_t burst_bytes_ = 0;
   bool streaming_ = false;
   // The last splice into a non-empty pipe would block: the pipe may be full even below its
   // byte capacity (the kernel fills it in slots, one per socket buffer fragment), so the

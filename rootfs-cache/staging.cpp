@@ -449,10 +449,6 @@ void NodeStage::extract(const std::string& source, const std::string& target) {
     logger()->warn("unsquashfs skipped some entries of {} (device nodes or ownership need root)",
                    image_.path);
   }
-  // With its mount points in place the root is bound whole into each sandbox.
-  if (!node_agent::add_mount_points(target)) {
-    logger()->debug("could not add mount points to {}; sandboxes bind it entry by entry", target);
-  }
 }
 
 void NodeStage::publish_received(const std::string& temporary, std::uint64_t* content_bytes) {
@@ -552,6 +548,13 @@ StagedImage NodeStage::finish() {
     } else {
       staged.rootfs_ = entry_ + "/rootfs";
       staged.method_ = "extract";
+      // With its mount points in place the root is bound whole into each sandbox. Done on
+      // every use (a few mkdir calls that find them there), so that entries extracted by an
+      // older oshpc get them too; empty directories change nothing for a job using it now.
+      if (!node_agent::add_mount_points(staged.rootfs_)) {
+        logger()->debug("could not add mount points to {}; sandboxes bind it entry by entry",
+                        staged.rootfs_);
+      }
     }
   } catch (const sys::SysError& e) {
     throw StagingError(e.what());

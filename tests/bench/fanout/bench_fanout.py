@@ -252,8 +252,8 @@ class Loop:
             # The child inherits our affinity: one CPU per slot, as oshpc-fanout's slots.
             os.sched_setaffinity(0, {self.pin_cpus[slot % len(self.pin_cpus)]})
         try:
-            pid = os.posix_spawn(shutil.which(argv[0]), argv, env, file_actions=actions,
-                                 setpgroup=0)
+            program = shutil.which(argv[0]) or argv[0]
+            pid = os.posix_spawn(program, argv, env, file_actions=actions, setpgroup=0)
         finally:
             if self.pin_cpus:
                 os.sched_setaffinity(0, self.all_cpus)

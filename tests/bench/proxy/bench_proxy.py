@@ -90,7 +90,7 @@ def start_oshpc(build, target, work, buffer_bytes, bulk_pipes=None):
     policy.write_text("network_policies:\n  bench:\n    endpoints:\n"
                       f"      - host: {address}\n        port: {target_port}\n"
                       f"        allowed_ips: [{address}/32]\n")
-    events = work / f"events-{bulk_pipes}.jsonl"
+    events = work / ("events.jsonl" if bulk_pipes is None else f"events-{bulk_pipes}-bulk.jsonl")
     tuning = ["--buffer-bytes", str(buffer_bytes)] if buffer_bytes else []
     if bulk_pipes is not None:
         tuning += ["--bulk-pipes", str(bulk_pipes)]
@@ -147,13 +147,13 @@ def percentile(values, fraction):
 
 
 def print_table(samples, rates):
-    print(f"{'path':<16} {'setup median µs':>16} {'setup p99 µs':>13} {'GiB/s':>7}"
+    print(f"{'path':<18} {'setup median µs':>16} {'setup p99 µs':>13} {'GiB/s':>7}"
           f" {'setup ×direct':>14} {'GiB/s ×direct':>14} {'adds µs':>8}")
     rows = {name: (statistics.median(samples[name]), percentile(samples[name], 0.99),
                    statistics.median(rates[name])) for name in samples}
     base = rows["direct"]
     for name, (median, p99, gib_s) in rows.items():
-        print(f"{name:<16} {median:>16.0f} {p99:>13.0f} {gib_s:>7.2f}"
+        print(f"{name:<18} {median:>16.0f} {p99:>13.0f} {gib_s:>7.2f}"
               f" {median / base[0]:>14.2f} {gib_s / base[2]:>14.2f} {median - base[0]:>8.0f}")
     spread = {name: (min(r), max(r)) for name, r in rates.items()}
     print("GiB/s per round (min-max): " +

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 #include <string>
+#include <vector>
 
 #include "common/sys.hpp"
 #include "proxy/relay_channel.hpp"
@@ -104,7 +105,8 @@ TEST_CASE("a destination that does not read stops the channel within its bound")
   CHECK_FALSE(channel.can_fill());
   CHECK(channel.is_splicing() == splice);
   CHECK(channel.queued_in_pipe() <= (bulk ? kBulkBound : kBound));
-  CHECK(pool.bulk_count() <= 1);
+  // The source never ran dry: with a bulk pipe to be had, the channel holds it.
+  if (splice) CHECK(channel.pipe_capacity() == (bulk ? kBulkBound : kBound));
 
   // Then everything arrives, in order.
   std::string received;
@@ -143,6 +145,41 @@ TEST_CASE("cleared channels drop what they held and copy from then on") {
   CHECK(read_available(destination.near.get()) == "answer");
 }
 
+namespace {
+
+// Feeds the source and relays to the destination, reading what arrives into received, until
+// the channel holds a pipe of `capacity` or `rounds` fills went by. Returns whether it got one.
+bool relay_until_pipe(RelayChannel& channel, SocketPair& source, std::size_t& written,
+                      SocketPair& destination, std::string& received, std::size_t capacity,
+                      int rounds = 16) {
+  for (int round = 0; round < rounds; ++round) {
+    feed(source.near.get(), written, written + 256 * 1024);
+    IoResult in = channel.fill_from(source.far.get());
+    REQUIRE(in.kind != IoResult::kError);
+    if (channel.pipe_capacity() == capacity) return true;
+    while (!channel.empty()) {
+      REQUIRE(channel.drain_to(destination.far.get()).kind == IoResult::kMoved);
+      received += read_available(destination.near.get());
+    }
+  }
+  return false;
+}
+
+void deliver(RelayChannel& channel, SocketPair& destination, std::string& received) {
+  while (!channel.empty()) {
+    REQUIRE(channel.drain_to(destination.far.get()).kind == IoResult::kMoved);
+    received += read_available(destination.near.get());
+  }
+}
+
+void check_pattern(const std::string& received) {
+  for (std::size_t i = 0; i < received.size(); ++i) {
+    if (received[i] != pattern(i)) FAIL("byte " << i << " differs");
+  }
+}
+
+}  // namespace
+
 TEST_CASE("a streaming direction moves through a bulk pipe while one is free") {
   constexpr std::size_t kSmall = 64 * 1024;
   constexpr std::size_t kBulk = 1024 * 1024;
@@ -152,52 +189,67 @@ TEST_CASE("a streaming direction moves through a bulk pipe while one is free") {
   RelayChannel first(kSmall);
   first.start_splicing(pool);
   std::string received;
-  auto deliver = [&] {
-    while (!first.empty()) {
-      REQUIRE(first.drain_to(destination.far.get()).kind == IoResult::kMoved);
-      received += read_available(destination.near.get());
-    }
-  };
-
-  // A stream: the first pipe is a small one, filled at least half; the next is a bulk one.
   std::size_t written = 0;
-  feed(source.near.get(), written, 4 * kSmall);
+
+  // A source that never runs dry: after two small pipes' worth, the next pipe is a bulk one.
+  REQUIRE(::write(source.near.get(), "\0\1\2", 3) == 3);
+  written = 3;
   REQUIRE(first.fill_from(source.far.get()).kind == IoResult::kMoved);
   CHECK(first.pipe_capacity() == kSmall);
-  deliver();
-  feed(source.near.get(), written, 8 * kSmall);
-  REQUIRE(first.fill_from(source.far.get()).kind == IoResult::kMoved);
-  CHECK(first.pipe_capacity() == kBulk);
+  deliver(first, destination, received);
+  REQUIRE(relay_until_pipe(first, source, written, destination, received, kBulk));
   CHECK(pool.bulk_count() == 1);
 
-  // Only one bulk pipe may exist: a second stream keeps small pipes.
+  // Only one bulk pipe may exist: a second stream, asking for one, keeps small pipes.
   SocketPair other_source = socket_pair();
+  SocketPair other_destination = socket_pair();
   RelayChannel second(kSmall);
   second.start_splicing(pool);
+  std::string other_received;
   std::size_t other_written = 0;
-  for (int fills = 0; fills < 3; ++fills) {
-    feed(other_source.near.get(), other_written, (fills + 1) * 4 * kSmall);
-    REQUIRE(second.fill_from(other_source.far.get()).kind == IoResult::kMoved);
-    CHECK(second.pipe_capacity() == kSmall);
-    second.clear();  // closes the pipe with its bytes
-    second.start_splicing(pool);
-  }
+  CHECK_FALSE(relay_until_pipe(second, other_source, other_written, other_destination,
+                               other_received, kBulk));
   CHECK(pool.bulk_count() == 1);
+  check_pattern(other_received);
 
   // Every byte of the first stream arrives, in order; its emptied bulk pipe waits in the pool.
-  deliver();
-  while (first.fill_from(source.far.get()).kind == IoResult::kMoved) deliver();
-  CHECK(received.size() == written);
-  for (std::size_t i = 0; i < received.size(); ++i) {
-    if (received[i] != pattern(i)) FAIL("byte " << i << " differs");
+  deliver(first, destination, received);
+  while (first.fill_from(source.far.get()).kind == IoResult::kMoved) {
+    deliver(first, destination, received);
   }
+  CHECK(received.size() == written);
+  check_pattern(received);
   CHECK(pool.bulk_count() == 1);
+  CHECK(pool.idle_count() >= 1);
 
-  // A short message into an empty pipe ends the stream: the next pipe is a small one again.
+  // The source ran dry: the next message goes through a small pipe again.
   REQUIRE(::write(source.near.get(), "short", 5) == 5);
   REQUIRE(first.fill_from(source.far.get()).kind == IoResult::kMoved);
-  deliver();
-  REQUIRE(::write(source.near.get(), "again", 5) == 5);
-  REQUIRE(first.fill_from(source.far.get()).kind == IoResult::kMoved);
   CHECK(first.pipe_capacity() == kSmall);
+  deliver(first, destination, received);
+
+  // A bulk pipe closed with bytes in it gives its slot back.
+  REQUIRE(relay_until_pipe(first, source, written, destination, received, kBulk));
+  REQUIRE(first.queued_in_pipe() > 0);
+  first.clear();
+  CHECK(pool.bulk_count() == 0);
+}
+
+TEST_CASE("at most two emptied bulk pipes wait in the pool") {
+  constexpr std::size_t kSmall = 64 * 1024;
+  constexpr std::size_t kBulk = 1024 * 1024;
+  PipePool pool(kSmall, 4, kBulk, 4);
+  std::vector<KernelPipe> taken;
+  for (int i = 0; i < 4; ++i) {
+    auto pipe = pool.take(true);
+    REQUIRE(pipe);
+    CHECK(pipe->capacity == kBulk);
+    taken.push_back(std::move(*pipe));
+  }
+  CHECK(pool.bulk_count() == 4);
+  auto fifth = pool.take(true);  // over max_bulk: a small one
+  REQUIRE(fifth);
+  CHECK(fifth->capacity == kSmall);
+  for (auto& pipe : taken) pool.give_back(std::move(pipe));
+  CHECK(pool.bulk_count() == PipePool::kIdleBulk);
 }
