@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -89,6 +90,7 @@ struct ChildPlan {
   const cpu_set_t* cpus;
   const unsigned long* numa_mask;  // null: leave the memory policy alone
   int stdin_fd;
+  pid_t parent;
   volatile int* exec_errno;  // vfork shares our memory until exec: the child reports here
 };
 
@@ -99,6 +101,10 @@ struct ChildPlan {
   ::sigprocmask(SIG_SETMASK, &all_unblocked, nullptr);
   const SpawnOptions& options = *plan.options;
   if (options.new_process_group) ::setpgid(0, 0);
+  if (options.parent_death_signal != 0) {
+    ::prctl(PR_SET_PDEATHSIG, options.parent_death_signal);
+    if (::getppid() != plan.parent) ::_exit(127);  // it died before the line above
+  }
   if (!options.cpus.empty() && ::sched_setaffinity(0, sizeof(cpu_set_t), plan.cpus) != 0) {
     *plan.exec_errno = errno;
     ::_exit(127);
@@ -156,6 +162,7 @@ ChildProcess spawn_process(const std::vector<std::string>& argv, const SpawnOpti
                        &cpus,
                        bind_memory ? numa_mask : nullptr,
                        options.stdin_fd < 0 ? dev_null.get() : options.stdin_fd,
+                       ::getpid(),
                        &exec_errno};
 
   pid_t pid = ::vfork();

@@ -19,6 +19,10 @@ struct SpawnOptions {
   std::vector<int> cpus;         // CPU affinity for the child (empty: inherit)
   int numa_node = -1;            // bind the child's memory to this NUMA node (best effort)
   bool new_process_group = false;
+  // Sent to the child when the thread that spawned it dies (PR_SET_PDEATHSIG); 0: none. For
+  // helpers that must not outlive a launcher killed with SIGKILL: spawn them from the main
+  // thread. A child whose parent is already gone by then exits at once.
+  int parent_death_signal = 0;
   // The child's whole environment ("KEY=VALUE"); unset: it inherits ours. An environment,
   // unlike an argv, is readable in /proc by its owner only.
   std::optional<std::vector<std::string>> environment;

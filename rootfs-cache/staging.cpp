@@ -102,6 +102,10 @@ node_agent::ChildProcess start_squashfuse(const std::string& image, const std::s
   node_agent::SpawnOptions options;
   options.stdout_fd = log_fd.get();
   options.stderr_fd = log_fd.get();
+  // A launcher killed outright (mpirun kills its ranks with SIGKILL when it is signalled
+  // twice) takes the mount with it: squashfuse unmounts when it gets SIGTERM. Staging runs
+  // on the main thread, which lives as long as the launcher.
+  options.parent_death_signal = SIGTERM;
   return node_agent::spawn_process({"squashfuse_ll", "-f", image, mount_point}, options);
 }
 

@@ -16,8 +16,8 @@ import time
 import pytest
 
 import exit_codes
-from oshpc_testing import (BUILD_DIR, FANOUT, IMAGE, IS_ROOT, Job, fuse_usable, mounts_under,
-                           my_processes, wait_for)
+from oshpc_testing import (BUILD_DIR, FANOUT, IMAGE, IS_ROOT, Job, describe_processes,
+                           fuse_usable, mounts_under, my_processes, wait_for)
 
 OSHPC = BUILD_DIR / "bin/oshpc"
 RANKS_PER_NODE = 2
@@ -176,18 +176,31 @@ def test_a_stager_killed_mid_copy_is_recovered(fanout):
     check_clean(fanout.cache_dir)
 
 
-def test_a_mount_left_by_a_killed_launcher_is_swept(fanout, small_image):
+@pytest.mark.parametrize("scheduler_kills_all", [False, True])
+def test_a_mount_left_by_a_killed_launcher_goes(fanout, small_image, scheduler_kills_all):
+    """Ranks killed outright (mpirun does that when signalled twice): squashfuse gets SIGTERM
+    as its rank dies and unmounts. Everything killed at once (a scheduler killing the job's
+    processes): the mount stays, and the next run's sweep removes it."""
     if not fuse_usable():
         pytest.skip("/dev/fuse is not usable: images are extracted, nothing is mounted")
     proc, name = fanout.start(["-n", "2", "-q", "--", "sleep", "97"], ranks=2, image=small_image)
     try:
         assert wait_for(lambda: my_processes("sleep", "97") and
                         mounts_under(fanout.cache_dir / "jobs"), timeout=60), "no sandbox ran"
+        fuse = my_processes("squashfuse_ll", fanout.cache_dir)
+        if scheduler_kills_all:
+            for pid in fuse:
+                os.kill(pid, signal.SIGKILL)
         for pid in my_processes("oshpc-fanout", fanout.cache_dir):
             os.kill(pid, signal.SIGKILL)
         proc.kill()
         proc.communicate(timeout=60)
-        assert mounts_under(fanout.cache_dir / "jobs"), "the killed job's mount is gone already"
+        if scheduler_kills_all:
+            assert mounts_under(fanout.cache_dir / "jobs"), "the killed job's mount is gone"
+        else:
+            assert wait_for(lambda: not mounts_under(fanout.cache_dir / "jobs") and
+                            not my_processes("squashfuse_ll", fanout.cache_dir), timeout=15), \
+                "squashfuse outlived its killed rank: " + describe_processes(fuse)
 
         job = fanout.run(["-n", "1", "--", "true"], image=small_image)
         assert job.returncode == exit_codes.OK, job.stderr

@@ -4,6 +4,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
+#include <thread>
+
 #include "common/sys.hpp"
 #include "node-agent/process.hpp"
 
@@ -43,6 +46,21 @@ TEST_CASE("a child still running when its owner goes away is killed and reaped")
     pid = child.pid();
   }
   CHECK(::kill(pid, 0) != 0);
+}
+
+TEST_CASE("a child with a parent-death signal gets it when the thread that spawned it ends") {
+  ChildProcess child;
+  std::thread spawner([&child] {
+    SpawnOptions options;
+    options.parent_death_signal = SIGTERM;
+    child = spawn_process({"sleep", "30"}, options);
+  });
+  spawner.join();
+  int status = 0;
+  REQUIRE(::waitpid(child.pid(), &status, 0) == child.pid());
+  child.mark_reaped();
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGTERM);
 }
 
 TEST_CASE("run_command captures standard error") {
