@@ -35,13 +35,19 @@ std::string summary_text(const Tally& tally, std::int64_t count, double wall_sec
          ", failed " + std::to_string(tally.failed);
   if (tally.cancelled > 0) out += " (cancelled " + std::to_string(tally.cancelled) + ")";
   out += "\n";
-  double finished = static_cast<double>(tally.succeeded + tally.failed);
-  out += format("  wall time: %.2f s, %.1f sandboxes/s\n", wall_seconds,
-                wall_seconds > 0 ? finished / wall_seconds : 0);
-  auto ms = [&](double p) {
-    return static_cast<double>(tally.start_latency.percentile(p)) / 1000.0;
-  };
-  out += format("  start latency: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms\n", ms(50), ms(95), ms(99));
+  if (tally.start_latency.count() == 0) {
+    // Failures written for sandboxes that never ran are no rate and no latency.
+    out += format("  wall time: %.2f s, no sandbox started\n", wall_seconds);
+  } else {
+    double finished = static_cast<double>(tally.succeeded + tally.failed);
+    out += format("  wall time: %.2f s, %.1f sandboxes/s\n", wall_seconds,
+                  wall_seconds > 0 ? finished / wall_seconds : 0);
+    auto ms = [&](double p) {
+      return static_cast<double>(tally.start_latency.percentile(p)) / 1000.0;
+    };
+    out +=
+        format("  start latency: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms\n", ms(50), ms(95), ms(99));
+  }
   for (const auto& staged : tally.staging) {
     out +=
         "  staging on " + staged.node + ": " + staged.method + format(", %.2f s\n", staged.seconds);

@@ -131,6 +131,24 @@ void wait_for_mount(node_agent::ChildProcess& fuse, const std::string& mount_poi
   }
 }
 
+// squashfuse mounts an image whose superblock is sound even when its directory table is
+// not; the sandboxes would then fail on a path in the cache. Reading the root names the image.
+void check_mount_readable(const std::string& mount_point, const std::string& image_path) {
+  int error = 0;
+  if (DIR* dir = ::opendir(mount_point.c_str())) {
+    errno = 0;
+    if (::readdir(dir) == nullptr && errno != 0) error = errno;
+    ::closedir(dir);
+  } else {
+    error = errno;
+  }
+  if (error != 0) {
+    throw StagingError("cannot read the image " + image_path + " through squashfuse (" +
+                       std::strerror(error) + "): it may be corrupt; 'unsquashfs -l " + image_path +
+                       "' shows where");
+  }
+}
+
 // Test hook: OSHPC_TEST_STAGE_DELAY_MS slows copying and receiving by that much per chunk,
 // so the tests can kill a stager mid-copy. Unset in normal use.
 void test_delay() {
@@ -434,7 +452,15 @@ void NodeStage::receive(const char* data, std::size_t size) {
 }
 
 void NodeStage::extract(const std::string& source, const std::string& target) {
-  std::uint64_t needed = estimate_unpacked_bytes(source);
+  std::uint64_t needed = 0;
+  try {
+    needed = estimate_unpacked_bytes(source);
+  } catch (const StagingError&) {
+    // The source may be the node's received copy: name the image the user gave.
+    throw StagingError("cannot list the files of the image " + image_.path +
+                       " (unsquashfs -lls failed): it may be corrupt; 'unsquashfs -l " +
+                       image_.path + "' shows where");
+  }
   require_free_space(layout_.images_dir(), needed, "extract the image " + image_.path);
 
   // /dev is excluded: the sandbox gets a fresh /dev, and device nodes need root to create.
@@ -547,6 +573,7 @@ StagedImage NodeStage::finish() {
       staged.fuse_process_ = start_squashfuse(entry_ + "/image.sqsh", mount_point, log_path);
       staged.mount_point_ = mount_point;
       wait_for_mount(staged.fuse_process_, mount_point, log_path);
+      check_mount_readable(mount_point, image_.path);
       staged.rootfs_ = mount_point;
       staged.method_ = "mount";
     } else {

@@ -221,6 +221,24 @@ def test_a_truncated_image_is_refused(fanout, tmp_path):
     check_clean(fanout.cache_dir)
 
 
+@pytest.mark.parametrize("method", ["mount", "extract"])
+def test_an_image_with_a_corrupt_directory_table_is_named(fanout, tmp_path, method):
+    """Its superblock is sound (so it passes the up-front checks), its tables are not: the
+    error names the image, not a path in the cache."""
+    if method == "mount" and not fuse_usable():
+        pytest.skip("/dev/fuse is not usable: images are extracted, nothing is mounted")
+    data = bytearray(IMAGE.read_bytes())
+    # The tables sit at the end of the file; the last 200 kB hold the directory table.
+    data[-200_000:-50_000] = os.urandom(150_000)
+    broken = tmp_path / "broken.sqsh"
+    broken.write_bytes(bytes(data))
+    job = fanout.run(["-n", "2", "--stage-method", method, "--", "true"], image=broken)
+    assert job.returncode == exit_codes.INFRASTRUCTURE, job.stderr
+    assert f"the image {broken}" in job.stderr and "may be corrupt" in job.stderr, job.stderr
+    assert str(fanout.cache_dir) not in job.stderr.split("summary")[0], job.stderr
+    check_clean(fanout.cache_dir)
+
+
 def test_a_directory_without_a_shell_fails_each_sandbox_clearly(fanout, tmp_path):
     root = tmp_path / "empty-root"
     (root / "etc").mkdir(parents=True)

@@ -38,6 +38,16 @@ TEST_CASE("the summary reports counts, rate, latencies and staging") {
   CHECK_THAT(text, Catch::Contains("warning: a warning"));
 }
 
+TEST_CASE("a job where no sandbox started reports no rate and no latency") {
+  Tally tally;
+  tally.failed = 4;
+  tally.cancelled = 4;
+  auto text = summary_text(tally, 4, 0.001, {});
+  CHECK_THAT(text, Catch::Contains("no sandbox started"));
+  CHECK_THAT(text, !Catch::Contains("sandboxes/s"));
+  CHECK_THAT(text, !Catch::Contains("start latency"));
+}
+
 TEST_CASE("the progress line counts running and finished sandboxes") {
   Tally tally;
   tally.started = 5;
