@@ -55,6 +55,9 @@ void append_own_mounts(std::vector<std::string>& argv, const SandboxProfile& pro
                               "/proc",
                               "--dev",
                               "/dev",
+                              // Sticky and open to all, as programs expect of /tmp.
+                              "--perms",
+                              "1777",
                               "--tmpfs",
                               "/tmp",
                               "--tmpfs",
@@ -71,9 +74,17 @@ void append_own_mounts(std::vector<std::string>& argv, const SandboxProfile& pro
     argv.insert(argv.end(), instance.slot->device_args.begin(), instance.slot->device_args.end());
   }
   argv.insert(argv.end(), instance.mount_args.begin(), instance.mount_args.end());
-  for (const auto& bind : profile.binds) {
+  // Shallow destinations first, whatever the order given: a bind at /data/in must not be
+  // hidden by a later one at /data.
+  std::vector<const BindMount*> binds;
+  for (const auto& bind : profile.binds) binds.push_back(&bind);
+  std::stable_sort(binds.begin(), binds.end(), [](const BindMount* a, const BindMount* b) {
+    return std::count(a->destination.begin(), a->destination.end(), '/') <
+           std::count(b->destination.begin(), b->destination.end(), '/');
+  });
+  for (const BindMount* bind : binds) {
     argv.insert(argv.end(),
-                {bind.writable ? "--bind" : "--ro-bind", bind.source, bind.destination});
+                {bind->writable ? "--bind" : "--ro-bind", bind->source, bind->destination});
   }
 }
 

@@ -126,7 +126,8 @@ def bwrap_argv(layout, exec_helper, sandbox, fds, command):
             "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--hostname", sandbox["id"], "--disable-userns"]
     argv += mounts
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
+    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+             "--tmpfs", "/run",
              "--bind", sandbox["workspace"], "/sandbox", "--ro-bind", exec_helper, "/.oshpc/exec"]
     # The environment is not in the argv: --setenv arguments read from the --args descriptor.
     argv += remounts + ["--args", str(fds["args"]), "--chdir", "/sandbox"]

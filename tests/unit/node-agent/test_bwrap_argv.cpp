@@ -103,6 +103,20 @@ TEST_CASE("user binds come after the image root and keep their mode") {
   CHECK(has_sequence(argv, {"--bind", "/results", "/out"}));
 }
 
+TEST_CASE("user binds are mounted shallow destinations first, in their order otherwise") {
+  auto p = profile();
+  p.binds = {{"/a", "/data/in", false}, {"/b", "/data", true}, {"/c", "/out", false}};
+  auto argv = build_bwrap_argv(p, RootLayout{}, instance(), {9}, 0, 0);
+  CHECK(position(argv, "/data") < position(argv, "/data/in"));
+  CHECK(position(argv, "/data") < position(argv, "/out"));
+  CHECK(position(argv, "/out") < position(argv, "/data/in"));
+}
+
+TEST_CASE("/tmp is sticky and open to all, as on any system") {
+  auto argv = build_bwrap_argv(profile(), RootLayout{}, instance(), {9}, 0, 0);
+  CHECK(has_sequence(argv, {"--perms", "1777", "--tmpfs", "/tmp"}));
+}
+
 TEST_CASE("seccomp, info, block and environment descriptors are passed when given") {
   InheritedFds fds{9, 11, 12, 13, 14};
   auto argv = build_bwrap_argv(profile(), RootLayout{}, instance(), fds, 0, 0);
