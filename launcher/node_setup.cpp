@@ -44,6 +44,7 @@ NodeSetup set_up_node(const Options& options, const MpiSession& mpi, const std::
     std::vector<std::string> destinations;
     for (const auto& bind : options.binds) destinations.push_back(bind.destination);
     destinations.insert(destinations.end(), extra_mount_points.begin(), extra_mount_points.end());
+    node_agent::check_bind_kinds(setup.rootfs, options.binds);
     setup.layout =
         node_agent::plan_root_layout(setup.rootfs, destinations, setup.workspace_root + "/.root");
     if (mpi.is_node_leader()) {

@@ -188,6 +188,21 @@ EntryKind image_entry_kind(const std::string& rootfs, const std::string& path) {
   return EntryKind::kOther;
 }
 
+void check_bind_kinds(const std::string& rootfs, const std::vector<BindMount>& binds) {
+  for (const auto& bind : binds) {
+    if (is_inside(bind.destination, reserved_sandbox_paths())) continue;
+    EntryKind target = image_entry_kind(rootfs, bind.destination);
+    struct stat source {};
+    if (target == EntryKind::kOther || ::stat(bind.source.c_str(), &source) != 0) continue;
+    bool source_is_dir = S_ISDIR(source.st_mode);
+    if (source_is_dir == (target == EntryKind::kDirectory)) continue;
+    throw std::invalid_argument("--bind " + bind.source + ":" + bind.destination + ": " +
+                                bind.source + (source_is_dir ? " is a directory" : " is a file") +
+                                " and " + bind.destination +
+                                (source_is_dir ? " a file" : " a directory") + " in the image");
+  }
+}
+
 bool add_mount_points(const std::string& rootfs) {
   bool all = true;
   for (const auto& path : reserved_sandbox_paths()) {

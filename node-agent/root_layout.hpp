@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "node-agent/sandbox_spec.hpp"
+
 namespace oshpc::node_agent {
 
 enum class EntryKind { kDirectory, kFile, kSymlink, kOther };
@@ -46,6 +48,11 @@ const std::vector<std::string>& reserved_sandbox_paths();
 // not be made (a root we may not write): the sandboxes of that image then get the
 // entry-by-entry root, which needs none. Never throws.
 bool add_mount_points(const std::string& rootfs);
+
+// Throws std::invalid_argument naming the bind when one would put a directory onto a file of
+// the image, or a file onto a directory: bubblewrap refuses both, for every sandbox. Binds
+// whose destination the image lacks, or that land on oshpc's own mounts, are not checked.
+void check_bind_kinds(const std::string& rootfs, const std::vector<BindMount>& binds);
 
 struct RootLayout {
   std::vector<std::string> mount_args;    // bubblewrap arguments, before our own mounts

@@ -125,3 +125,18 @@ TEST_CASE("an image entry where oshpc mounts is kept, and the root is then bound
   CHECK_FALSE(layout.whole_root);
   CHECK(has_sequence(layout.mount_args, {"--ro-bind", image.root + "/usr", "/usr"}));
 }
+
+TEST_CASE("a directory bound onto a file of the image, or the reverse, is refused by name") {
+  FakeImage image;
+  std::string dir = image.root + "/opt";  // any host directory and file will do
+  std::string file = image.root + "/README";
+  CHECK_THROWS_WITH(check_bind_kinds(image.root, {{dir, "/etc/hostname", false}}),
+                    Catch::Contains("is a directory and /etc/hostname a file in the image"));
+  CHECK_THROWS_WITH(check_bind_kinds(image.root, {{file, "/opt", false}}),
+                    Catch::Contains("is a file and /opt a directory in the image"));
+  // Same kinds, destinations the image lacks, and oshpc's own mounts are fine.
+  CHECK_NOTHROW(check_bind_kinds(image.root, {{dir, "/opt", false},
+                                              {file, "/etc/hostname", true},
+                                              {dir, "/new/place", false},
+                                              {file, "/sandbox/x", false}}));
+}
