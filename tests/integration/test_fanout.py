@@ -164,20 +164,33 @@ def test_a_command_that_is_not_an_executable_file_fails_to_run(fanout):
 
 @pytest.mark.parametrize("with_proxy", [False, True])
 def test_a_sandbox_bubblewrap_cannot_build_fails_alone(fanout, tmp_path, with_proxy):
-    # A file bound over a directory: bubblewrap gives up after reporting the sandbox's pid,
-    # before it reads the start signal; the rank must survive sending it, and with the egress
-    # proxy the failure is still bubblewrap's, not the proxy's.
+    # A bind below a file bound on oshpc's own /tmp (the image is not involved, so set-up
+    # cannot see it coming): bubblewrap gives up after reporting the sandbox's pid, before it
+    # reads the start signal; the rank must survive sending it, and with the egress proxy the
+    # failure is still bubblewrap's, not the proxy's.
     policy = tmp_path / "policy.yaml"
     policy.write_text("network_policies: {}\n")
     extra = ["--policy", str(policy)] if with_proxy else []
-    job = fanout.run(["-n", "4", "--bind", "/etc/hostname:/usr"] + extra + ["--", "true"],
-                     ranks=2)
+    binds = ["--bind", "/etc/hostname:/tmp/x", "--bind", "/etc/hostname:/tmp/x/y"]
+    job = fanout.run(["-n", "4"] + binds + extra + ["--", "true"], ranks=2)
     # A sandbox that cannot be built is the node's failure, not the command's.
     assert job.returncode == exit_codes.INFRASTRUCTURE, job.stderr
     check_every_index_once(job, 4)
     for event in job.terminal():
         assert event["event"] == "failed" and event["reason"] == "spawn_failed", event
         assert "proxy" not in event["message"], event
+    check_nothing_left(fanout, job)
+
+
+def test_a_directory_bound_onto_a_file_of_the_image_is_refused_once(fanout, tmp_path):
+    source = tmp_path / "dir"
+    source.mkdir()
+    source.chmod(0o755)
+    job = fanout.run(["-n", "3", "--bind", f"{source}:/etc/hostname", "--", "true"], ranks=2)
+    assert job.returncode == exit_codes.INFRASTRUCTURE, job.stderr
+    assert f"{source} is a directory and /etc/hostname a file in the image" in job.stderr
+    check_every_index_once(job, 3)
+    assert not job.of_type("started")
     check_nothing_left(fanout, job)
 
 
