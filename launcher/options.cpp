@@ -11,6 +11,7 @@
 
 #include "common/text_number.hpp"
 #include "launcher/gateway/workload.hpp"
+#include "node-agent/bwrap_argv.hpp"
 #include "node-agent/root_layout.hpp"
 
 namespace oshpc::launcher {
@@ -224,6 +225,7 @@ void fill_run_options(const cxxopts::ParseResult& result, Options& options) {
     for (const auto& text : get<std::vector<std::string>>(result, "bind")) {
       options.binds.push_back(parse_bind(text));
     }
+    node_agent::order_binds(options.binds);
   }
   if (result.count("events")) options.events_path = get<std::string>(result, "events");
   if (result.count("output-dir")) options.output_dir = get<std::string>(result, "output-dir");

@@ -8,6 +8,7 @@
 #include "common/clock.hpp"
 #include "common/log.hpp"
 #include "common/sys.hpp"
+#include "node-agent/bwrap_argv.hpp"
 
 namespace oshpc::launcher {
 namespace {
@@ -95,6 +96,7 @@ void add_service_profile(const Options& options, node_agent::SandboxProfile& pro
     profile.binds.push_back({options.supervisor, gateway::kSupervisorPath, false});
   }
   if (!options.tls_dir.empty()) profile.binds.push_back({options.tls_dir, gateway::kTlsDir, false});
+  node_agent::order_binds(profile.binds);
   profile.tmpfs_dirs = {kRunOpenShell, kRunNetns, kSupervisorCaDir};
   if (options.supervisor_caps) {
     profile.capabilities.assign(std::begin(kSupervisorCapabilities),

@@ -74,17 +74,9 @@ void append_own_mounts(std::vector<std::string>& argv, const SandboxProfile& pro
     argv.insert(argv.end(), instance.slot->device_args.begin(), instance.slot->device_args.end());
   }
   argv.insert(argv.end(), instance.mount_args.begin(), instance.mount_args.end());
-  // Shallow destinations first, whatever the order given: a bind at /data/in must not be
-  // hidden by a later one at /data.
-  std::vector<const BindMount*> binds;
-  for (const auto& bind : profile.binds) binds.push_back(&bind);
-  std::stable_sort(binds.begin(), binds.end(), [](const BindMount* a, const BindMount* b) {
-    return std::count(a->destination.begin(), a->destination.end(), '/') <
-           std::count(b->destination.begin(), b->destination.end(), '/');
-  });
-  for (const BindMount* bind : binds) {
+  for (const auto& bind : profile.binds) {
     argv.insert(argv.end(),
-                {bind->writable ? "--bind" : "--ro-bind", bind->source, bind->destination});
+                {bind.writable ? "--bind" : "--ro-bind", bind.source, bind.destination});
   }
 }
 
@@ -138,6 +130,13 @@ EnvironmentList sandbox_environment(const SandboxProfile& profile,
     set_variable(env, key, expand_placeholders(value, instance));
   }
   return env;
+}
+
+void order_binds(std::vector<BindMount>& binds) {
+  std::stable_sort(binds.begin(), binds.end(), [](const BindMount& a, const BindMount& b) {
+    return std::count(a.destination.begin(), a.destination.end(), '/') <
+           std::count(b.destination.begin(), b.destination.end(), '/');
+  });
 }
 
 std::vector<std::string> build_bwrap_argv(const SandboxProfile& profile, const RootLayout& layout,

@@ -32,6 +32,11 @@ struct InheritedFds {
   int environment_args = -1;  // --setenv arguments to read (--args), or -1
 };
 
+// Puts binds in mount order: shallow destinations first, the given order otherwise, so that a
+// bind at /data never hides one at /data/in. Called once where a profile's binds are set;
+// build_bwrap_argv mounts them as they are.
+void order_binds(std::vector<BindMount>& binds);
+
 // The full argv: bwrap, its options, then oshpc-exec and the expanded command. It carries no
 // environment: pass sandbox_environment() as --setenv arguments in fds.environment_args, and
 // spawn bubblewrap with an empty environment, which the sandbox would otherwise inherit.

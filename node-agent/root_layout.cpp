@@ -133,17 +133,12 @@ bool is_inside(const std::string& path, const std::vector<std::string>& dirs) {
                      [&](const std::string& dir) { return path.rfind(dir + "/", 0) == 0; });
 }
 
-// Whether the image root can be the sandbox's root as it is: every path oshpc mounts over is
-// a directory of the image (not a symlink), and every destination outside those exists.
-// Destinations below a reserved path land on oshpc's own mounts (tmpfs, the workspace), where
-// bubblewrap can make them.
-bool can_bind_whole(const std::string& rootfs, const std::vector<std::string>& destinations) {
-  for (const auto& reserved : reserved_sandbox_paths()) {
-    if (image_entry_kind(rootfs, reserved) != EntryKind::kDirectory) return false;
-  }
-  return std::all_of(destinations.begin(), destinations.end(), [&](const std::string& path) {
-    return is_inside(path, reserved_sandbox_paths()) ||
-           image_entry_kind(rootfs, path) != EntryKind::kOther;
+// Whether every path oshpc mounts over is a directory of the image (not a symlink): then,
+// with every bind destination present too, the image root can be the sandbox's root as it is.
+bool has_reserved_directories(const std::string& rootfs) {
+  const auto& reserved = reserved_sandbox_paths();
+  return std::all_of(reserved.begin(), reserved.end(), [&](const std::string& path) {
+    return image_entry_kind(rootfs, path) == EntryKind::kDirectory;
   });
 }
 
@@ -216,11 +211,17 @@ RootLayout plan_root_layout(const std::string& rootfs,
                             const std::string& copy_root) {
   RootLayout layout;
   std::set<std::string> to_synthesize;
+  bool all_present = true;
   for (const auto& destination : bind_destinations) {
+    // Below a reserved path a destination lands on oshpc's own mounts (tmpfs, the
+    // workspace), where bubblewrap makes it: the image has no say there.
+    if (is_inside(destination, reserved_sandbox_paths())) continue;
     std::string dir = deepest_existing_directory(rootfs, destination);  // throws on bad ones
-    if (!dir.empty() && dir != "/") to_synthesize.insert(dir);
+    if (dir.empty()) continue;                                          // present in the image
+    all_present = false;
+    if (dir != "/") to_synthesize.insert(dir);
   }
-  if (can_bind_whole(rootfs, bind_destinations)) {
+  if (all_present && has_reserved_directories(rootfs)) {
     // /.oshpc gets a tmpfs: what oshpc binds there (the exec helper, GPU driver files) needs
     // mount points that a read-only image cannot take.
     layout.mount_args = {"--ro-bind", rootfs, "/", "--tmpfs", "/.oshpc"};

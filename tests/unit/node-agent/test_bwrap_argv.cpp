@@ -106,6 +106,7 @@ TEST_CASE("user binds come after the image root and keep their mode") {
 TEST_CASE("user binds are mounted shallow destinations first, in their order otherwise") {
   auto p = profile();
   p.binds = {{"/a", "/data/in", false}, {"/b", "/data", true}, {"/c", "/out", false}};
+  order_binds(p.binds);
   auto argv = build_bwrap_argv(p, RootLayout{}, instance(), {9}, 0, 0);
   CHECK(position(argv, "/data") < position(argv, "/data/in"));
   CHECK(position(argv, "/data") < position(argv, "/out"));

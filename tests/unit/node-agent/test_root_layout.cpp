@@ -140,3 +140,13 @@ TEST_CASE("a directory bound onto a file of the image, or the reverse, is refuse
                                               {dir, "/new/place", false},
                                               {file, "/sandbox/x", false}}));
 }
+
+TEST_CASE("a destination below a path oshpc mounts over is left to that mount") {
+  FakeImage image;
+  REQUIRE(::symlink("var/tmp", (image.root + "/tmp").c_str()) == 0);
+  // The image's /tmp is a symlink and /sandbox has no "data": neither matters, since /tmp is
+  // oshpc's tmpfs and /sandbox the workspace, so nothing is refused and nothing synthesized.
+  auto layout = plan_root_layout(image.root, {"/tmp/x", "/sandbox/data"});
+  CHECK(layout.synthesized.empty());
+  CHECK(layout.copied.empty());
+}

@@ -147,36 +147,42 @@ TEST_CASE("cleared channels drop what they held and copy from then on") {
 
 namespace {
 
-// Feeds the source and relays to the destination, reading what arrives into received, until
-// the channel holds a pipe of `capacity` or `rounds` fills went by. Returns whether it got one.
-bool relay_until_pipe(RelayChannel& channel, SocketPair& source, std::size_t& written,
-                      SocketPair& destination, std::string& received, std::size_t capacity,
-                      int rounds = 16) {
-  for (int round = 0; round < rounds; ++round) {
-    feed(source.near.get(), written, written + 256 * 1024);
-    IoResult in = channel.fill_from(source.far.get());
-    REQUIRE(in.kind != IoResult::kError);
-    if (channel.pipe_capacity() == capacity) return true;
+// One relayed direction between two socket pairs, with what the destination received.
+struct Stream {
+  SocketPair source = socket_pair();
+  SocketPair destination = socket_pair();
+  RelayChannel channel{64 * 1024};
+  std::string received;
+  std::size_t written = 0;  // pattern bytes fed into the source so far
+
+  explicit Stream(PipePool& pool) { channel.start_splicing(pool); }
+
+  // Sends what the channel holds and reads it at the destination.
+  void deliver() {
     while (!channel.empty()) {
       REQUIRE(channel.drain_to(destination.far.get()).kind == IoResult::kMoved);
       received += read_available(destination.near.get());
     }
   }
-  return false;
-}
 
-void deliver(RelayChannel& channel, SocketPair& destination, std::string& received) {
-  while (!channel.empty()) {
-    REQUIRE(channel.drain_to(destination.far.get()).kind == IoResult::kMoved);
-    received += read_available(destination.near.get());
+  // Feeds the source and relays until the channel holds a pipe of `capacity` (true) or
+  // `rounds` fills went by (false).
+  bool relay_until_pipe(std::size_t capacity, int rounds = 16) {
+    for (int round = 0; round < rounds; ++round) {
+      feed(source.near.get(), written, written + 256 * 1024);
+      REQUIRE(channel.fill_from(source.far.get()).kind != IoResult::kError);
+      if (channel.pipe_capacity() == capacity) return true;
+      deliver();
+    }
+    return false;
   }
-}
 
-void check_pattern(const std::string& received) {
-  for (std::size_t i = 0; i < received.size(); ++i) {
-    if (received[i] != pattern(i)) FAIL("byte " << i << " differs");
+  void check_received_in_order() const {
+    for (std::size_t i = 0; i < received.size(); ++i) {
+      if (received[i] != pattern(i)) FAIL("byte " << i << " differs");
+    }
   }
-}
+};
 
 }  // namespace
 
@@ -184,54 +190,43 @@ TEST_CASE("a streaming direction moves through a bulk pipe while one is free") {
   constexpr std::size_t kSmall = 64 * 1024;
   constexpr std::size_t kBulk = 1024 * 1024;
   PipePool pool(kSmall, 4, kBulk, 1);
-  SocketPair source = socket_pair();
-  SocketPair destination = socket_pair();
-  RelayChannel first(kSmall);
-  first.start_splicing(pool);
-  std::string received;
-  std::size_t written = 0;
+  Stream first(pool);
 
   // A source that never runs dry: after two small pipes' worth, the next pipe is a bulk one.
-  REQUIRE(::write(source.near.get(), "\0\1\2", 3) == 3);
-  written = 3;
-  REQUIRE(first.fill_from(source.far.get()).kind == IoResult::kMoved);
-  CHECK(first.pipe_capacity() == kSmall);
-  deliver(first, destination, received);
-  REQUIRE(relay_until_pipe(first, source, written, destination, received, kBulk));
+  REQUIRE(::write(first.source.near.get(), "\0\1\2", 3) == 3);
+  first.written = 3;
+  REQUIRE(first.channel.fill_from(first.source.far.get()).kind == IoResult::kMoved);
+  CHECK(first.channel.pipe_capacity() == kSmall);
+  first.deliver();
+  REQUIRE(first.relay_until_pipe(kBulk));
   CHECK(pool.bulk_count() == 1);
 
   // Only one bulk pipe may exist: a second stream, asking for one, keeps small pipes.
-  SocketPair other_source = socket_pair();
-  SocketPair other_destination = socket_pair();
-  RelayChannel second(kSmall);
-  second.start_splicing(pool);
-  std::string other_received;
-  std::size_t other_written = 0;
-  CHECK_FALSE(relay_until_pipe(second, other_source, other_written, other_destination,
-                               other_received, kBulk));
+  Stream second(pool);
+  CHECK_FALSE(second.relay_until_pipe(kBulk));
   CHECK(pool.bulk_count() == 1);
-  check_pattern(other_received);
+  second.check_received_in_order();
 
   // Every byte of the first stream arrives, in order; its emptied bulk pipe waits in the pool.
-  deliver(first, destination, received);
-  while (first.fill_from(source.far.get()).kind == IoResult::kMoved) {
-    deliver(first, destination, received);
+  first.deliver();
+  while (first.channel.fill_from(first.source.far.get()).kind == IoResult::kMoved) {
+    first.deliver();
   }
-  CHECK(received.size() == written);
-  check_pattern(received);
+  CHECK(first.received.size() == first.written);
+  first.check_received_in_order();
   CHECK(pool.bulk_count() == 1);
   CHECK(pool.idle_count() >= 1);
 
   // The source ran dry: the next message goes through a small pipe again.
-  REQUIRE(::write(source.near.get(), "short", 5) == 5);
-  REQUIRE(first.fill_from(source.far.get()).kind == IoResult::kMoved);
-  CHECK(first.pipe_capacity() == kSmall);
-  deliver(first, destination, received);
+  REQUIRE(::write(first.source.near.get(), "short", 5) == 5);
+  REQUIRE(first.channel.fill_from(first.source.far.get()).kind == IoResult::kMoved);
+  CHECK(first.channel.pipe_capacity() == kSmall);
+  first.deliver();
 
   // A bulk pipe closed with bytes in it gives its slot back.
-  REQUIRE(relay_until_pipe(first, source, written, destination, received, kBulk));
-  REQUIRE(first.queued_in_pipe() > 0);
-  first.clear();
+  REQUIRE(first.relay_until_pipe(kBulk));
+  REQUIRE(first.channel.queued_in_pipe() > 0);
+  first.channel.clear();
   CHECK(pool.bulk_count() == 0);
 }
 
